@@ -1,0 +1,70 @@
+"""Command-line flags for choosing a compressor, shared by every entry point.
+
+``add_compression_args(parser)`` adds ``--compression {none,globalcom2,fastervlm,...}``,
+``--retention-ratio``, ``--tau`` (the budget softmax temperature; ``--temperature`` stays the
+sampling temperature of the LLaVA CLIs), ``--alpha``, ``--allocation``, ``--score``,
+``--score-layer``, ``--layout`` and ``--seed``; ``compressor_from_args(args)`` builds the
+compressor (``None`` for ``none``). Options a method does not take are rejected by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .methods import COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
+from .scoring import SCORE_KINDS
+
+_FLAGS = {
+    "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default 0.25)"),
+    "temperature": dict(type=float, help="softmax temperature τ of the crop budgets (globalcom2; default 10). "
+                        "Named --tau because --temperature is the sampling temperature of every LLaVA CLI"),
+    "alpha": dict(type=float, help="weight of the global score, 0 = local only, 1 = global only (globalcom2; default 0.5)"),
+    "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop budget rule (globalcom2; default softmax_sum)"),
+    "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), neg_cos (CLS-free)"),
+    "score_layer": dict(type=int, help="vision layer whose [CLS] row scores tokens (globalcom2 -1, fastervlm -2)"),
+    "layout": dict(choices=("faithful", "reference"), help="token packing: faithful (default) or reference (the release's sequence)"),
+    "seed": dict(type=int, help="random seed (uniform_random)"),
+}
+
+
+def add_compression_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("visual token compression")
+    g.add_argument("--compression", default="none", choices=list(COMPRESSORS), help="method (default: none)")
+    for name, spec in _FLAGS.items():
+        g.add_argument(*_flag_names(name), dest=_dest(name), default=None, **spec)
+    return parser
+
+
+def _flag_names(option: str) -> tuple[str, ...]:
+    if option == "temperature":
+        return ("--tau", "--compression-temperature")
+    return ("--" + option.replace("_", "-"),)
+
+
+def _dest(option: str) -> str:
+    return "tau" if option == "temperature" else option
+
+
+def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
+    """Build the compressor the flags describe; flags the method does not take are an error."""
+    name = args.compression
+    given = {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
+    bad = sorted(set(given) - set(option_names(name)))
+    if bad:
+        flags = ", ".join(_flag_names(b)[0] for b in bad)
+        raise SystemExit(f"error: --compression {name} does not take {flags}")
+    comp = build_compressor(name, **given)
+    return None if name == "none" else comp
+
+
+def compression_config(compressor: Compressor | None) -> dict:
+    """The resolved configuration as a plain dict (what gets written next to results)."""
+    return {"name": "none"} if compressor is None else compressor.to_dict()
+
+
+def save_compression_config(path: str, compressor: Compressor | None, extra: dict | None = None) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"compression": compression_config(compressor), **(extra or {})}, f, indent=2)

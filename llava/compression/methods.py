@@ -1,0 +1,270 @@
+"""Compression methods: small frozen configs behind one registry.
+
+Every method follows one template (:meth:`Compressor.compress`): ``select`` decides which
+thumbnail and crop tokens to keep, ``pack_indices`` lays them out, ``gather_tokens`` copies
+them. A new method is usually one ``select``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+
+from . import functional as Fn
+from .functional import AnyResLayout
+from .scoring import SCORE_KINDS
+
+
+class ScoreRequest(NamedTuple):
+    """Which token scores a method needs from the vision tower."""
+
+    kind: str  # cls_logits | cls_softmax | neg_cos
+    layer: int  # encoder layer whose [CLS] row is used (ignored for neg_cos)
+
+
+@dataclass
+class Selection:
+    """What one image keeps. ``thumb_keep`` ``[N]``, ``crop_keep`` ``[n, N]`` (bool, true
+    grid positions); ``budgets`` ``[n]`` per-crop ratios r_j; ``thumb_order`` the kept
+    thumbnail indices by descending score (used by the ``reference`` layout)."""
+
+    thumb_keep: torch.Tensor
+    crop_keep: torch.Tensor
+    budgets: torch.Tensor | None = None
+    thumb_order: torch.Tensor | None = None
+
+
+@dataclass
+class CompressedImage:
+    tokens: torch.Tensor | None  # [T, D] (None in the records kept on the model)
+    index: torch.Tensor  # [T] into views.reshape(V·N, D); V·N = newline
+    selection: Selection
+    layout: AnyResLayout
+
+    def info(self) -> dict[str, Any]:
+        """Host-side summary (token counts, budgets) — syncs, so call it outside hot loops."""
+        sel = self.selection
+        full = self.layout.num_tokens()
+        out = {
+            "tokens": int(self.index.shape[0]),
+            "tokens_uncompressed": full,
+            "thumbnail_kept": int(sel.thumb_keep.sum()),
+            "crop_kept": sel.crop_keep.sum(dim=1).tolist(),
+            "grid": [self.layout.grid_w, self.layout.grid_h],
+        }
+        if sel.budgets is not None:
+            out["budgets"] = [round(float(b), 6) for b in sel.budgets.tolist()]
+        return out
+
+
+def _check_ratio(r: float, name: str = "retention_ratio") -> None:
+    if not (isinstance(r, (int, float)) and math.isfinite(r) and 0.0 < r <= 1.0):
+        raise ValueError(f"{name} must be in (0, 1], got {r!r}")
+
+
+def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _check_scores(scores: torch.Tensor) -> None:
+    # Asynchronous on accelerators: no host sync in the hot path.
+    torch._assert_async(torch.isfinite(scores).all(), "token scores contain NaN or inf")
+
+
+@dataclass(frozen=True)
+class Compressor:
+    """Base template. Subclasses set ``name`` and implement :meth:`select`."""
+
+    name: ClassVar[str] = ""
+    layout: str = "faithful"
+
+    def __post_init__(self):
+        _check_choice(self.layout, ("faithful", "reference"), "layout")
+
+    def score_request(self) -> ScoreRequest | None:
+        return None
+
+    def select(self, layout: AnyResLayout, scores: torch.Tensor | None, views: torch.Tensor) -> Selection:
+        raise NotImplementedError
+
+    def compress(
+        self, views: torch.Tensor, newline: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None = None
+    ) -> CompressedImage:
+        """``views`` ``[V, N, D]`` (thumbnail first) → packed tokens ``[T, D]``.
+
+        ``scores`` ``[V, N]`` as asked for by :meth:`score_request`."""
+        if views.shape[0] != layout.n_views or views.shape[1] != layout.tokens_per_view:
+            raise ValueError(
+                f"got {tuple(views.shape[:2])} views×tokens, the image layout needs "
+                f"({layout.n_views}, {layout.tokens_per_view})"
+            )
+        if scores is not None:
+            _check_scores(scores)
+        sel = self.select(layout, scores, views)
+        index = Fn.pack_indices(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order)
+        return CompressedImage(Fn.gather_tokens(views, newline, index), index, sel, layout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class NoCompression(Compressor):
+    """Keep every token: exactly LLaVA-NeXT's own packing."""
+
+    name: ClassVar[str] = "none"
+
+    def select(self, layout, scores, views):
+        thumb, crops = Fn.keep_all(layout, views.device)
+        return Selection(thumb, crops)
+
+
+@dataclass(frozen=True)
+class _PerViewTopK(Compressor):
+    """Every view keeps ``⌊N_v·R⌋`` of its own unpadded tokens by its own score."""
+
+    retention_ratio: float = 0.25
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_ratio(self.retention_ratio)
+
+    def view_scores(self, layout: AnyResLayout, scores, views) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(self, layout, scores, views):
+        s = self.view_scores(layout, scores, views).float()  # [V, N]
+        device = s.device
+        k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
+        thumb_keep = Fn.topk_mask(s[0], k_thumb)
+        order = s[0].topk(k_thumb).indices if self.layout == "reference" else None
+        if layout.n_crops == 0:
+            return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
+        valid = Fn.crop_valid_mask(layout, device)
+        k = Fn.budget_counts(torch.full((layout.n_crops,), float(self.retention_ratio), dtype=torch.float64, device=device), valid.sum(1))
+        crop_keep = Fn.topk_mask(s[1:].masked_fill(~valid, Fn.NEG_INF), k) & valid
+        return Selection(thumb_keep, crop_keep, thumb_order=order)
+
+
+@dataclass(frozen=True)
+class FasterVLM(_PerViewTopK):
+    """FasterVLM: top-R of each view by its own [CLS] attention (post-softmax, penultimate
+    layer, head mean), the same ratio in every view, kept in raster order."""
+
+    name: ClassVar[str] = "fastervlm"
+    score: str = "cls_softmax"
+    score_layer: int = -2
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_choice(self.score, SCORE_KINDS, "score")
+
+    def score_request(self):
+        return ScoreRequest(self.score, self.score_layer)
+
+    def view_scores(self, layout, scores, views):
+        if scores is None:
+            raise ValueError("fastervlm needs vision-tower scores; run it through the model")
+        return scores
+
+
+@dataclass(frozen=True)
+class UniformRandom(_PerViewTopK):
+    """A sanity floor: every view keeps a random ``⌊N_v·R⌋`` of its tokens (seeded)."""
+
+    name: ClassVar[str] = "uniform_random"
+    seed: int = 0
+
+    def view_scores(self, layout, scores, views):
+        gen = torch.Generator(device=views.device).manual_seed(self.seed)
+        return torch.rand(views.shape[:2], generator=gen, device=views.device)
+
+
+@dataclass(frozen=True)
+class GlobalCom2(Compressor):
+    """GlobalCom²: the thumbnail commands the crops.
+
+    1. thumbnail: keep its top ``⌊N·R⌋`` tokens by [CLS] score;
+    2. crop budgets ``r_j`` from the thumbnail scores pooled over each crop's region
+       (``allocation``: softmax_sum — the paper —, softmax_max, ntopk, uniform);
+    3. crop j keeps its top ``⌊N_j·r_j⌋`` unpadded tokens by ``α·global + (1−α)·local``.
+    """
+
+    name: ClassVar[str] = "globalcom2"
+    retention_ratio: float = 0.25
+    temperature: float = 10.0
+    alpha: float = 0.5
+    allocation: str = "softmax_sum"
+    score: str = "cls_logits"
+    score_layer: int = -1
+
+    ALLOCATIONS: ClassVar[tuple[str, ...]] = ("softmax_sum", "softmax_max", "ntopk", "uniform")
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_ratio(self.retention_ratio)
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        _check_choice(self.allocation, self.ALLOCATIONS, "allocation")
+        _check_choice(self.score, SCORE_KINDS, "score")
+
+    def score_request(self):
+        return ScoreRequest(self.score, self.score_layer)
+
+    def budgets(self, layout: AnyResLayout, thumb: torch.Tensor, thumb_keep: torch.Tensor) -> torch.Tensor:
+        """Per-crop retention ratios ``r_j`` ``[n]`` (float64)."""
+        R = self.retention_ratio
+        if self.allocation == "uniform":
+            return torch.full((layout.n_crops,), float(R), dtype=torch.float64, device=thumb.device)
+        if self.allocation == "ntopk":
+            counts = Fn.region_scores(thumb_keep.to(thumb.dtype), layout, "sum")
+            return Fn.count_budgets(counts, R)
+        reduce = "sum" if self.allocation == "softmax_sum" else "max"
+        return Fn.softmax_budgets(Fn.region_scores(thumb, layout, reduce), R, self.temperature)
+
+    def select(self, layout, scores, views):
+        if scores is None:
+            raise ValueError("globalcom2 needs vision-tower scores; run it through the model")
+        s = scores.float()
+        thumb = s[0]
+        k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
+        thumb_keep = Fn.topk_mask(thumb, k_thumb)
+        order = thumb.topk(k_thumb).indices if self.layout == "reference" else None
+        if layout.n_crops == 0:
+            return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
+        valid = Fn.crop_valid_mask(layout, s.device)
+        r = self.budgets(layout, thumb, thumb_keep)
+        k = Fn.budget_counts(r, valid.sum(1))
+        combined = Fn.combine_scores(Fn.global_score_map(thumb, layout), s[1:], valid, self.alpha)
+        crop_keep = Fn.topk_mask(combined, k) & valid
+        return Selection(thumb_keep, crop_keep, budgets=r, thumb_order=order)
+
+
+COMPRESSORS: dict[str, type[Compressor]] = {
+    cls.name: cls for cls in (NoCompression, GlobalCom2, FasterVLM, UniformRandom)
+}
+
+
+def option_names(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(COMPRESSORS[name])]
+
+
+def build_compressor(name: str, **options: Any) -> Compressor:
+    """``build_compressor("globalcom2", retention_ratio=0.1)``. Unknown names or options
+    raise, listing the valid ones; ``None`` option values fall back to the defaults."""
+    if name not in COMPRESSORS:
+        raise ValueError(f"unknown compression method {name!r}; valid: {', '.join(COMPRESSORS)}")
+    valid = option_names(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"{name} does not take option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return COMPRESSORS[name](**{k: v for k, v in options.items() if v is not None})
+
+

@@ -1,0 +1,171 @@
+"""Ask a LLaVA model about one image.
+
+``python -m llava.eval.run_llava --model-path DIR --image-file IMG --query "..."``
+with any of the compression flags (``--compression globalcom2 --retention-ratio 0.25``).
+``--stats`` prints the visual token count (before/after compression), the per-crop budgets
+and the time of each stage to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from llava.compression.cli import add_compression_args, compressor_from_args
+from llava.constants import (
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_TOKEN,
+    IMAGE_PLACEHOLDER,
+)
+from llava.conversation import get_conv_template
+from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
+from llava.model.builder import load_pretrained_model
+
+
+def default_conv_mode(model_name: str) -> str:
+    name = model_name.lower()
+    if "llama-2" in name:
+        return "llava_llama_2"
+    if "mistral" in name:
+        return "mistral_instruct"
+    if "v1.6-34b" in name:
+        return "chatml_direct"
+    return "llava_v1"
+
+
+def build_prompt(query: str, model_config, conv_mode: str) -> str:
+    """The chat prompt with exactly one image placeholder, as the original CLI builds it."""
+    image_token = DEFAULT_IMAGE_TOKEN
+    if getattr(model_config, "mm_use_im_start_end", False):
+        image_token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
+    if IMAGE_PLACEHOLDER in query:
+        query = re.sub(IMAGE_PLACEHOLDER, image_token, query)
+    elif DEFAULT_IMAGE_TOKEN not in query:
+        query = image_token + "\n" + query
+    conv = get_conv_template(conv_mode)
+    conv.append_message(conv.roles[0], query)
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
+class _FirstTokenClock(StoppingCriteria):
+    """Records when the first new token exists (end of prefill); never stops anything."""
+
+    def __init__(self, device):
+        self.device, self.first = device, None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.first is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.first = time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def eval_model(args) -> str:
+    t0 = time.perf_counter()
+    model_name = args.model_name or get_model_name_from_path(args.model_path)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        args.model_path, args.model_base, model_name, device=args.device, compressor=compressor_from_args(args),
+        attn_implementation=args.attn_implementation,
+    )
+    t_load = time.perf_counter() - t0
+    conv_mode = args.conv_mode or default_conv_mode(model_name)
+    prompt = build_prompt(args.query, model.config, conv_mode)
+
+    t1 = time.perf_counter()
+    files = [f for f in re.split(re.escape(args.sep), args.image_file) if f]
+    images = [load_image(f) for f in files]
+    image_sizes = [im.size for im in images]
+    images_tensor = process_images(images, image_processor, model.config)
+    if isinstance(images_tensor, list):
+        images_tensor = [x.to(model.device, dtype=model.dtype) for x in images_tensor]
+    else:
+        images_tensor = images_tensor.to(model.device, dtype=model.dtype)
+    input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(model.device)
+    t_pre = time.perf_counter() - t1
+
+    model.record_timings, model.stage_times = args.stats, {}
+    clock = _FirstTokenClock(model.device)
+    t2 = time.perf_counter()
+    output_ids = model.generate(
+        input_ids, images=images_tensor, image_sizes=image_sizes,
+        do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else None,
+        top_p=args.top_p, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, use_cache=True,
+        stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=tokenizer.pad_token_id,
+    )
+    t_end = time.perf_counter()
+    text = tokenizer.batch_decode(output_ids, skip_special_tokens=True)[0].strip()
+    print(text)
+    if args.stats:
+        st = model.stage_times
+        n_new = int(output_ids.shape[1])
+        prefill = (clock.first or t_end) - t2 - st.get("vision", 0) - st.get("compression", 0)
+        report = {
+            "images": [im.info() for im in model.last_images],
+            "compression": model.compressor.to_dict() if model.compressor else {"name": "none"},
+            "timings_ms": {
+                "load": 1e3 * t_load, "preprocess": 1e3 * t_pre,
+                "vision_tower": 1e3 * st.get("vision", 0.0), "compression": 1e3 * st.get("compression", 0.0),
+                "llm_prefill": 1e3 * prefill,
+                "decode_per_token": 1e3 * (t_end - (clock.first or t_end)) / max(n_new - 1, 1),
+                "generate_total": 1e3 * (t_end - t2),
+            },
+            "new_tokens": n_new,
+        }
+        print(format_stats(report), file=sys.stderr)
+        if args.stats_json:
+            with open(args.stats_json, "w") as f:
+                json.dump(report, f, indent=2)
+    return text
+
+
+def format_stats(report: dict) -> str:
+    lines = [f"compression: {json.dumps(report['compression'])}"]
+    for i, info in enumerate(report["images"]):
+        lines.append(
+            f"image {i}: grid {info['grid'][0]}x{info['grid'][1]}, visual tokens "
+            f"{info['tokens_uncompressed']} -> {info['tokens']} "
+            f"({100.0 * info['tokens'] / info['tokens_uncompressed']:.1f}%), thumbnail kept {info['thumbnail_kept']}"
+        )
+        if "budgets" in info:
+            lines.append("  crop budgets r_j: " + ", ".join(f"{b:.3f}" for b in info["budgets"]))
+        lines.append("  crop tokens kept: " + ", ".join(str(k) for k in info["crop_kept"]))
+    lines.append("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_ms"].items()))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-path", required=True, help="local checkpoint folder")
+    ap.add_argument("--model-base", default=None)
+    ap.add_argument("--model-name", default=None, help="defaults to the folder name")
+    ap.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
+    ap.add_argument("--query", required=True)
+    ap.add_argument("--conv-mode", default=None, help="conversation template (default: from the model name)")
+    ap.add_argument("--sep", default=",")
+    ap.add_argument("--temperature", type=float, default=0.2)
+    ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
+    ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
+    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=512)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--attn-implementation", default=None, choices=["sdpa", "flash_attention_2", "eager"])
+    ap.add_argument("--stats", action="store_true", help="print token counts, crop budgets and stage timings")
+    ap.add_argument("--stats-json", default=None, help="also write the stats to this JSON file")
+    add_compression_args(ap)
+    return ap
+
+
+def main(argv=None) -> None:
+    eval_model(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The multimodal half of LLaVA: vision tower → projector → (compression) → splice into the
+text embeddings. Mixed into the Llama/Mistral classes in ``language_model/``.
+
+Read top to bottom: :meth:`LlavaMetaForCausalLM.encode_images` (views → features and, when
+a compressor asks, token scores), :meth:`LlavaMetaForCausalLM.pack_image` (the one point
+where a compressor acts), :meth:`LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal`
+(the spliced, padded sequence the LLM consumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from llava.compression import (
+    AnyResLayout,
+    CompressedImage,
+    Compressor,
+    NoCompression,
+    ScoreRequest,
+    Selection,
+)
+from llava.compression.scoring import cls_attention_scores, neg_cos_scores
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+from .multimodal_encoder.builder import build_vision_tower
+from .multimodal_projector.builder import build_vision_projector
+
+
+class LlavaMetaModel:
+    """Adds ``vision_tower``, ``mm_projector`` and ``image_newline`` to the base LLM model."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if getattr(config, "mm_vision_tower", None) is not None:
+            self.vision_tower = build_vision_tower(config)
+            self.mm_projector = build_vision_projector(config)
+            if "unpad" in getattr(config, "mm_patch_merge_type", ""):
+                self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
+
+    def get_vision_tower(self):
+        return getattr(self, "vision_tower", None)
+
+
+class LlavaMetaForCausalLM:
+    """Multimodal input preparation shared by every LLaVA causal-LM class."""
+
+    #: The active compressor (``None`` = off). Set at run time: ``model.compressor = ...``.
+    compressor: Compressor | None = None
+    #: One record per image of the last multimodal forward (layout, selection, token count).
+    last_images: list[CompressedImage]
+    #: Set ``record_timings = True`` to accumulate stage wall times (s) in ``stage_times``.
+    record_timings: bool = False
+    stage_times: dict[str, float]
+
+    def get_model(self):
+        return self.model
+
+    def get_vision_tower(self):
+        return self.get_model().get_vision_tower()
+
+    # ------------------------------------------------------------------ vision features
+
+    def encode_images(self, images: torch.Tensor, score_request: ScoreRequest | None = None):
+        """Views ``[V, 3, S, S]`` → projected features ``[V, N, D]`` (and scores ``[V, N]``
+        float32 when ``score_request`` is given)."""
+        tower = self.get_vision_tower()
+        scores = None
+        if score_request is None or score_request.kind == "neg_cos":
+            feats = tower(images)
+            if score_request is not None:
+                scores = neg_cos_scores(feats)
+        else:
+            layers = tower.vision_tower.encoder.layers
+            kind = score_request.kind
+            feats, scores = tower(images, tap=(score_request.layer, lambda i, h: cls_attention_scores(layers[i], h, kind)))
+        feats = self.get_model().mm_projector(feats)
+        return feats if score_request is None else (feats, scores)
+
+    def image_layout(self, image_size, n_views: int) -> AnyResLayout:
+        """Where the ``n_views`` views of an image of ``image_size`` (w, h) sit."""
+        tower = self.get_vision_tower()
+        side = tower.num_patches_per_side
+        if n_views == 1:
+            return AnyResLayout.single_view(side)
+        if image_size is None:
+            raise ValueError("image_sizes are required for multi-view (anyres) images")
+        layout = AnyResLayout.for_image(
+            tuple(int(x) for x in image_size), self.config.image_grid_pinpoints, tower.config.image_size, side
+        )
+        if layout.n_views != n_views:
+            raise ValueError(
+                f"an image of size {tuple(image_size)} tiles into {layout.n_crops} crops "
+                f"({layout.grid_w}×{layout.grid_h}) + thumbnail, but {n_views} views were given"
+            )
+        return layout
+
+    def pack_image(self, views: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None) -> CompressedImage:
+        """The single point where compression happens: ``[V, N, D]`` views → ``[T, D]``."""
+        merge = getattr(self.config, "mm_patch_merge_type", "flat")
+        if merge == "flat":
+            if self.compressor is not None and not isinstance(self.compressor, NoCompression):
+                raise ValueError("compression needs mm_patch_merge_type='spatial_unpad' (LLaVA-NeXT)")
+            tokens = views.reshape(-1, views.shape[-1])
+            index = torch.arange(tokens.shape[0], device=tokens.device)
+            keep = torch.ones(views.shape[1], dtype=torch.bool, device=tokens.device)
+            return CompressedImage(tokens, index, Selection(keep, keep.new_zeros(0, keep.shape[0])), layout)
+        compressor = self.compressor or NoCompression()
+        return compressor.compress(views, self.get_model().image_newline, layout, scores)
+
+    def images_to_tokens(self, images, image_sizes=None) -> list[torch.Tensor]:
+        """Every image's packed visual tokens ``[T_i, D]`` (in the order of the images)."""
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            images = list(images.unsqueeze(1))  # one view per image
+        views_per_image = [int(x.shape[0]) for x in images]
+        if image_sizes is not None and len(image_sizes) != len(views_per_image):
+            raise ValueError(f"{len(views_per_image)} images but {len(image_sizes)} image_sizes")
+        layouts = [
+            self.image_layout(image_sizes[i] if image_sizes is not None else None, v)
+            for i, v in enumerate(views_per_image)
+        ]
+        request = self.compressor.score_request() if self.compressor is not None else None
+        with self._stage("vision"):
+            out = self.encode_images(torch.cat(list(images), dim=0), request)
+        feats, scores = out if request is not None else (out, None)
+        feats = feats.split(views_per_image)
+        scores = scores.split(views_per_image) if scores is not None else [None] * len(feats)
+        with self._stage("compression"):
+            packed = [self.pack_image(f, lay, s) for f, lay, s in zip(feats, layouts, scores)]
+        self.last_images = [replace(p, tokens=None) for p in packed]
+        return [p.tokens for p in packed]
+
+    @contextlib.contextmanager
+    def _stage(self, name: str):
+        """Wall time of a stage into ``self.stage_times`` when ``self.record_timings`` is set
+        (synchronising the device, so leave it off when not profiling)."""
+        if not getattr(self, "record_timings", False):
+            yield
+            return
+        device = self.device
+        _sync(device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(device)
+            self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ splicing
+
+    def prepare_inputs_labels_for_multimodal(
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None,
+        padding_side: str | None = None,
+    ):
+        """Replace each ``IMAGE_TOKEN_INDEX`` in ``input_ids`` by that image's visual tokens.
+
+        Returns ``(None, position_ids, attention_mask, past_key_values, inputs_embeds,
+        labels)`` like the original tree. Padding in the input (either side) is removed
+        using ``attention_mask`` and the spliced sequences are re-padded on
+        ``padding_side`` (default: ``config.tokenizer_padding_side``, else right).
+        """
+        tower = self.get_vision_tower()
+        if tower is None or images is None or input_ids.shape[1] == 1:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+
+        image_tokens = self.images_to_tokens(images, image_sizes)
+        embed = self.get_model().embed_tokens
+        keep_labels = labels is not None
+        pos_given = position_ids is not None
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        attention_mask = attention_mask.bool()
+        if labels is None:
+            labels = torch.full_like(input_ids, IGNORE_INDEX)
+
+        is_image = input_ids == IMAGE_TOKEN_INDEX
+        n_placeholders = int(is_image.sum())
+        if n_placeholders != len(image_tokens):
+            raise ValueError(
+                f"the prompt(s) hold {n_placeholders} image placeholder(s) but {len(image_tokens)} image(s) were given"
+            )
+        text_embeds = embed(input_ids.masked_fill(is_image, 0))  # [B, L, D]
+        seqs, seq_labels, next_image = [], [], 0
+        for b in range(input_ids.shape[0]):
+            m = attention_mask[b]
+            ids, emb, lab = input_ids[b][m], text_embeds[b][m], labels[b][m]
+            cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
+            parts, part_labels, start = [], [], 0
+            for c in cuts:
+                img = image_tokens[next_image].to(emb.dtype)
+                next_image += 1
+                parts += [emb[start:c], img]
+                part_labels += [lab[start:c], lab.new_full((img.shape[0],), IGNORE_INDEX)]
+                start = c + 1
+            parts.append(emb[start:])
+            part_labels.append(lab[start:])
+            seqs.append(torch.cat(parts))
+            seq_labels.append(torch.cat(part_labels))
+
+        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+        if max_len is not None:
+            seqs = [s[:max_len] for s in seqs]
+            seq_labels = [s[:max_len] for s in seq_labels]
+        side = padding_side or getattr(self.config, "tokenizer_padding_side", "right") or "right"
+        inputs_embeds, new_labels, new_mask, new_pos = _pad(seqs, seq_labels, side)
+        return (
+            None,
+            new_pos if pos_given else None,
+            new_mask,
+            past_key_values,
+            inputs_embeds,
+            new_labels if keep_labels else None,
+        )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pad(seqs: list[torch.Tensor], labels: list[torch.Tensor], side: str):
+    """Pad ``[L_i, D]`` sequences to ``[B, L, D]`` on ``side`` with masks and positions."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    B, L = len(seqs), max(s.shape[0] for s in seqs)
+    ref = seqs[0]
+    embeds = ref.new_zeros(B, L, ref.shape[-1])
+    out_labels = labels[0].new_full((B, L), IGNORE_INDEX)
+    mask = torch.zeros(B, L, dtype=torch.bool, device=ref.device)
+    pos = torch.zeros(B, L, dtype=torch.long, device=ref.device)
+    for b, (s, lab) in enumerate(zip(seqs, labels)):
+        n = s.shape[0]
+        sl = slice(L - n, L) if side == "left" else slice(0, n)
+        embeds[b, sl], out_labels[b, sl], mask[b, sl] = s, lab, True
+        pos[b, sl] = torch.arange(n, device=ref.device)
+    return embeds, out_labels, mask, pos

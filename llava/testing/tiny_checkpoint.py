@@ -1,0 +1,152 @@
+"""Write a tiny random LLaVA-NeXT checkpoint in the original format.
+
+``python -m llava.testing.tiny_checkpoint OUT_DIR [--arch llama|mistral] [--seed N]``
+
+Real geometry where it matters — 336 px views, patch 14 (24×24 = 576 tokens per view), the
+v1.6 pinpoints, ``spatial_unpad`` + ``anyres`` — with tiny widths and depths. The folder holds
+what a real ``liuhaotian/llava-v1.6-*`` folder holds: ``config.json`` with the original keys,
+sharded safetensors with the original weight names, a tokenizer (built locally with the
+``tokenizers`` library), plus the CLIP tower's config and image-processor settings in
+``clip_vision_tower/`` (which ``mm_vision_tower`` names). Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+V16_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+_CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "USER: ASSISTANT: What is shown in the image? Describe the picture in detail.",
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly.",
+    "Is there a cat in the image? Please answer yes or no. Yes No Unanswerable",
+    "Reference OCR token: Hint: Options: A. B. C. D. E. 0 1 2 3 4 5 6 7 8 9 10 100",
+    "red green blue yellow black white dog cat person car tree sky table sign text",
+    "How many people are there? Which color is the bus? What does the sign say?",
+    "请直接回答选项字母。 问题 选项 图片",
+]
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """A small byte-fallback BPE tokenizer with Llama's special tokens at ids 0/1/2."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
+        padding_side="right", model_max_length=4096,
+    )
+
+
+def tiny_config(arch: str, vocab_size: int) -> dict:
+    """``config.json`` with the original LLaVA-NeXT keys and tiny LLM sizes."""
+    cfg = {
+        "architectures": ["LlavaMistralForCausalLM" if arch == "mistral" else "LlavaLlamaForCausalLM"],
+        "model_type": "llava_mistral" if arch == "mistral" else "llava",
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2 if arch == "mistral" else 4, "hidden_act": "silu",
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "vocab_size": vocab_size, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "mm_vision_tower": "clip_vision_tower", "mm_hidden_size": 32,
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "mm_projector_type": "mlp2x_gelu", "mm_patch_merge_type": "spatial_unpad",
+        "image_aspect_ratio": "anyres", "image_grid_pinpoints": V16_PINPOINTS,
+        "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
+        "tokenizer_model_max_length": 4096, "tokenizer_padding_side": "right", "use_cache": True,
+    }
+    if arch == "mistral":
+        cfg["sliding_window"] = None
+    return cfg
+
+
+TINY_CLIP = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+    image_size=336, patch_size=14, projection_dim=16, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+)
+
+
+def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> str:
+    """Write the checkpoint and return ``out_dir``."""
+    from transformers import CLIPVisionConfig
+
+    from llava.convert import write_sharded
+    from llava.model import LlavaConfig, LlavaLlamaForCausalLM, LlavaMistralConfig, LlavaMistralForCausalLM
+    from llava.model.multimodal_encoder.builder import _default_processor
+
+    if arch not in ("llama", "mistral"):
+        raise ValueError(f"--arch must be llama or mistral, got {arch!r}")
+    os.makedirs(os.path.join(out_dir, "clip_vision_tower"), exist_ok=True)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(out_dir)
+    raw = tiny_config(arch, len(tokenizer))
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(raw, f, indent=2)
+    vcfg = CLIPVisionConfig(**TINY_CLIP)
+    vdict = {k: v for k, v in vcfg.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    with open(os.path.join(out_dir, "clip_vision_tower", "config.json"), "w") as f:
+        json.dump(vdict, f, indent=2)
+    with open(os.path.join(out_dir, "clip_vision_tower", "preprocessor_config.json"), "w") as f:
+        json.dump(_default_processor(336), f, indent=2)
+
+    config_cls, model_cls = (
+        (LlavaMistralConfig, LlavaMistralForCausalLM) if arch == "mistral" else (LlavaConfig, LlavaLlamaForCausalLM)
+    )
+    config = config_cls(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
+    config.mm_vision_config = vdict
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    with torch.no_grad():
+        # Larger-than-init weights so that attention, scores and logits are far from uniform.
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
+            elif name.endswith("image_newline"):
+                p.normal_(0.0, 1.0)
+    state = to_original_names(model.state_dict())
+    write_sharded(state, out_dir, max_shard_bytes=sum(t.numel() * t.element_size() for t in state.values()) // 2)
+    return out_dir
+
+
+def to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our module names → the original checkpoints' (CLIP weights under ``vision_model.``)."""
+    out = {}
+    prefix = "model.vision_tower.vision_tower."
+    for k, v in state.items():
+        if "rotary_emb" in k:
+            continue
+        if k.startswith(prefix) and not k.startswith(prefix + "vision_model."):
+            k = prefix + "vision_model." + k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("--arch", choices=["llama", "mistral"], default="llama")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    write_tiny_checkpoint(args.out_dir, args.arch, args.seed)
+    print(f"wrote tiny {args.arch} checkpoint to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
