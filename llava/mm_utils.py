@@ -45,7 +45,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if image.mode == "F" and hi <= 1.0:
             hi = 1.0
         arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+        return Image.fromarray(arr8).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
