@@ -6,7 +6,7 @@
 See :mod:`llava.compression.functional` for the method as pure tensor functions.
 """
 
-from .functional import AnyResLayout, gather_tokens, pack_indices, topk_mask
+from .functional import AnyResLayout, gather_tokens, pack, pack_indices, topk_mask
 from .methods import (
     COMPRESSORS,
     CompressedImage,
@@ -25,5 +25,5 @@ from .scoring import SCORE_KINDS, cls_attention_scores, neg_cos_scores
 __all__ = [
     "AnyResLayout", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM", "GlobalCom2",
     "NoCompression", "SCORE_KINDS", "ScoreRequest", "Selection", "UniformRandom", "build_compressor",
-    "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack_indices", "topk_mask",
+    "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack", "pack_indices", "topk_mask",
 ]

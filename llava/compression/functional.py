@@ -194,14 +194,19 @@ def _wide(device: torch.device) -> torch.dtype:
 # ----------------------------------------------------------------------------- packing
 
 
-def pack_indices(
+def pack(
     layout: AnyResLayout,
     thumb_keep: torch.Tensor,
     crop_keep: torch.Tensor | None,
     mode: str = "faithful",
     thumb_order: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Sequence of indices into ``views.reshape(V·N, D)``; the value ``V·N`` marks a newline.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay out the kept tokens of one image.
+
+    Returns ``(index, newline_pos)``: ``index`` ``[T]`` points into ``views.reshape(V·N, D)``
+    with the value ``V·N`` marking a newline; ``newline_pos`` ``[rows]`` gives, for every
+    row that may end in a newline, its position in the sequence — or ``T`` when the row was
+    dropped (a scratch slot, so no second host sync is needed to find the newlines).
 
     ``faithful``: kept thumbnail tokens in raster order, then the unpadded canvas row by row,
     kept tokens at their true positions, one newline after each row that still holds a kept
@@ -224,7 +229,9 @@ def pack_indices(
         raise ValueError(f"unknown layout {mode!r}; valid: faithful, reference")
     if layout.n_crops == 0:
         cand = torch.cat([thumb_cand, thumb_cand.new_full((1,), newline)])
-        return cand[torch.cat([thumb_sel, thumb_sel.new_ones(1)])]
+        sel = torch.cat([thumb_sel, thumb_sel.new_ones(1)])
+        index = cand[sel]
+        return index, torch.full((1,), index.shape[0] - 1, dtype=torch.long, device=device)
 
     cell = _crop_cell_index(layout, device)  # [H, W] → j·N + t
     if mode == "faithful":
@@ -240,19 +247,40 @@ def pack_indices(
         src = (order + base + n_tok).reshape(-1)[cell]
         keep = crop_keep.gather(1, order).reshape(-1)[cell]
         row_nl = keep.new_ones(keep.shape[0], 1)
-    canvas_cand = torch.cat([src, src.new_full((src.shape[0], 1), newline)], dim=1).reshape(-1)
-    canvas_sel = torch.cat([keep, row_nl], dim=1).reshape(-1)
-    cand = torch.cat([thumb_cand, canvas_cand])
-    return cand[torch.cat([thumb_sel, canvas_sel])]
+    rows, cols = keep.shape
+    cand = torch.cat([thumb_cand, torch.cat([src, src.new_full((rows, 1), newline)], dim=1).reshape(-1)])
+    sel = torch.cat([thumb_sel, torch.cat([keep, row_nl], dim=1).reshape(-1)])
+    index = cand[sel]  # the one host sync: the length is data-dependent
+    slots = thumb_cand.shape[0] + torch.arange(1, rows + 1, device=device) * (cols + 1) - 1
+    pos = sel.cumsum(0)[slots] - 1
+    return index, torch.where(row_nl[:, 0], pos, torch.full_like(pos, index.shape[0]))
 
 
-def gather_tokens(views: torch.Tensor, newline: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``views`` ``[V, N, D]``, ``newline`` ``[D]``, ``index`` from :func:`pack_indices` →
-    ``[T, D]`` in ``views.dtype``."""
+def pack_indices(
+    layout: AnyResLayout,
+    thumb_keep: torch.Tensor,
+    crop_keep: torch.Tensor | None,
+    mode: str = "faithful",
+    thumb_order: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ``index`` part of :func:`pack`."""
+    return pack(layout, thumb_keep, crop_keep, mode, thumb_order)[0]
+
+
+def gather_tokens(
+    views: torch.Tensor, newline: torch.Tensor, index: torch.Tensor, newline_pos: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``views`` ``[V, N, D]``, ``newline`` ``[D]`` and a :func:`pack` plan → ``[T, D]`` in
+    ``views.dtype``: one gather, then the newline rows written in place."""
     flat = views.reshape(-1, views.shape[-1])
-    is_nl = index == flat.shape[0]
-    out = flat.index_select(0, index.clamp_max(flat.shape[0] - 1))
-    return torch.where(is_nl[:, None], newline.to(device=out.device, dtype=out.dtype), out)
+    if newline_pos is None:
+        newline_pos = (index == flat.shape[0]).nonzero().flatten()
+    T = index.shape[0]
+    out = flat.new_empty(T + 1, flat.shape[1])  # row T is the scratch slot of dropped newlines
+    torch.index_select(flat, 0, index.clamp_max(flat.shape[0] - 1), out=out[:T])
+    rows = newline.to(device=out.device, dtype=out.dtype).expand(newline_pos.shape[0], -1)
+    out.index_copy_(0, newline_pos, rows)
+    return out[:T]
 
 
 def keep_all(layout: AnyResLayout, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

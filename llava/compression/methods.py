@@ -106,8 +106,8 @@ class Compressor:
         if scores is not None:
             _check_scores(scores)
         sel = self.select(layout, scores, views)
-        index = Fn.pack_indices(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order)
-        return CompressedImage(Fn.gather_tokens(views, newline, index), index, sel, layout)
+        index, newline_pos = Fn.pack(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order)
+        return CompressedImage(Fn.gather_tokens(views, newline, index, newline_pos), index, sel, layout)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
