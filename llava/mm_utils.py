@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import binascii
 import math
 import os
 import re
@@ -85,7 +86,12 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
 
 
 def load_image_from_base64(image: str) -> Image.Image:
-    return load_image(base64.b64decode(image))
+    """Decode a base64 image (MMBench TSVs); bad base64 raises :class:`ImageLoadError`."""
+    try:
+        data = base64.b64decode(image, validate=False)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise ImageLoadError(f"cannot decode base64 image data: {e}") from e
+    return load_image(data)
 
 
 # ----------------------------------------------------------------------------- AnyRes geometry

@@ -485,3 +485,20 @@ def test_cli_flags_build_the_compressor():
     assert compressor_from_args(p.parse_args([])) is None
     with pytest.raises(SystemExit, match="does not take --alpha"):
         compressor_from_args(p.parse_args(["--compression", "fastervlm", "--alpha", "0.3"]))
+
+
+def test_compression_is_differentiable_when_grad_is_on():
+    lay = layout((1000, 600))
+    views = torch.randn(5, N, 8, requires_grad=True)
+    newline = torch.randn(8, requires_grad=True)
+    comp = GlobalCom2(retention_ratio=0.25)
+    scores = torch.randn(5, N)
+    out = comp.compress(views, newline, lay, scores)
+    out.tokens.sum().backward()
+    # every kept token gets gradient 1 once; newlines accumulate one per emitted row
+    kept = out.index[out.index < 5 * N]
+    assert torch.equal(views.grad.reshape(-1, 8)[kept], torch.ones(kept.numel(), 8))
+    assert views.grad.sum().item() == kept.numel() * 8
+    assert torch.equal(newline.grad, torch.full((8,), float((out.index == 5 * N).sum())))
+    with torch.no_grad():
+        assert torch.equal(comp.compress(views, newline, lay, scores).tokens, out.tokens)

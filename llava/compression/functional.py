@@ -276,11 +276,15 @@ def gather_tokens(
     if newline_pos is None:
         newline_pos = (index == flat.shape[0]).nonzero().flatten()
     T = index.shape[0]
+    src = index.clamp_max(flat.shape[0] - 1)
+    nl = newline.to(device=flat.device, dtype=flat.dtype)
+    rows = nl.expand(newline_pos.shape[0], -1)
+    if torch.is_grad_enabled() and (flat.requires_grad or nl.requires_grad):
+        # Differentiable path (training): the same result, out of place.
+        return torch.cat([flat.index_select(0, src), nl[None]]).index_copy(0, newline_pos, rows)[:T]
     out = flat.new_empty(T + 1, flat.shape[1])  # row T is the scratch slot of dropped newlines
-    torch.index_select(flat, 0, index.clamp_max(flat.shape[0] - 1), out=out[:T])
-    rows = newline.to(device=out.device, dtype=out.dtype).expand(newline_pos.shape[0], -1)
-    out.index_copy_(0, newline_pos, rows)
-    return out[:T]
+    torch.index_select(flat, 0, src, out=out[:T])
+    return out.index_copy_(0, newline_pos, rows)[:T]
 
 
 def keep_all(layout: AnyResLayout, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

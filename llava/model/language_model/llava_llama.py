@@ -47,6 +47,7 @@ def multimodal_generate(self, inputs=None, images=None, image_sizes=None, **kwar
             inputs, position_ids, attention_mask, None, None, images, image_sizes=image_sizes, padding_side="left"
         )
     else:
+        self.last_images = []
         inputs_embeds = self.get_model().embed_tokens(inputs)
         if attention_mask is None:
             attention_mask = torch.ones(inputs.shape, dtype=torch.long, device=inputs.device)
