@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,11 @@ class AnyResLayout:
         return self.tokens_per_view + rows * (cols + 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
 @functools.lru_cache(maxsize=256)
 def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[grid_h·side, grid_w·side]``: canvas cell → ``j·N + t`` (crop j, token t of its grid)."""
@@ -115,22 +121,38 @@ def crop_valid_mask(layout: AnyResLayout, device: torch.device | str = "cpu") ->
     return _valid_mask(layout, torch.device(device))
 
 
+@functools.lru_cache(maxsize=256)
+def crop_token_counts(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
+    """``N_j``: unpadded tokens per crop, ``[n]`` int64."""
+    return _valid_mask(layout, device).sum(1)
+
+
 # ----------------------------------------------------------------------------- selection
 
 
-def topk_mask(scores: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+def topk_mask(scores: torch.Tensor, k: int | torch.Tensor, k_max: int | None = None) -> torch.Tensor:
     """Boolean mask of the ``k`` highest scores along the last dim.
 
-    ``scores`` ``[..., N]``; ``k`` an int or a tensor broadcastable to ``scores.shape[:-1]``
-    (one count per row, on device — no host sync). Ties go to the lower index; ``-inf``
+    ``scores`` ``[..., N]``; ``k`` an int, or a tensor broadcastable to ``scores.shape[:-1]``
+    (one count per row, on device — no host sync) with ``k_max`` a host-side upper bound on
+    it (default ``N``). Selection is ``torch.topk``'s (as in the authors' release); ``-inf``
     entries are ranked last, so they are kept only if ``k`` asks for them.
     """
-    order = scores.argsort(dim=-1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
-    if isinstance(k, torch.Tensor):
-        k = k.unsqueeze(-1)
-    return ranks < k
+    n = scores.shape[-1]
+    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    if isinstance(k, int):
+        return mask.scatter_(-1, scores.topk(k, dim=-1, sorted=False).indices, True)
+    k_max = n if k_max is None else min(int(k_max), n)
+    top = scores.topk(k_max, dim=-1).indices  # sorted: the first k of each row are its top k
+    return mask.scatter_(-1, top, _arange(k_max, scores.device) < k.unsqueeze(-1))
+
+
+def thumbnail_topk(scores: torch.Tensor, k: int, ordered: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Top-``k`` of the thumbnail scores ``[N]``: ``(mask [N], indices by descending score or
+    None)`` — both from one ``topk``, so the mask and the order always agree."""
+    top = scores.topk(k, sorted=ordered).indices
+    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(0, top, True)
+    return mask, (top if ordered else None)
 
 
 def region_scores(thumb_scores: torch.Tensor, layout: AnyResLayout, reduce: str = "sum") -> torch.Tensor:
@@ -182,9 +204,12 @@ def combine_scores(
 ) -> torch.Tensor:
     """``s = α·ŝ^G + (1−α)·ŝ^L`` with each term L2-normalised over the crop's valid tokens;
     letterbox tokens get ``-inf``. All ``[n, N]``."""
-    g = F.normalize(global_scores.float().masked_fill(~valid, 0.0), dim=-1)
-    loc = F.normalize(local_scores.float().masked_fill(~valid, 0.0), dim=-1)
-    return (alpha * g + (1.0 - alpha) * loc).masked_fill(~valid, NEG_INF)
+    w = valid.to(torch.float32)
+    g = global_scores.float() * w
+    loc = local_scores.float() * w
+    g = g * (alpha / g.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    loc = loc * ((1.0 - alpha) / loc.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    return (g + loc).masked_fill_(~valid, NEG_INF)
 
 
 def _wide(device: torch.device) -> torch.dtype:
@@ -224,7 +249,7 @@ def pack(
             raise ValueError("the reference layout needs thumb_order (thumbnail indices by score)")
         thumb_cand, thumb_sel = thumb_order, torch.ones_like(thumb_order, dtype=torch.bool)
     elif mode == "faithful":
-        thumb_cand, thumb_sel = torch.arange(n_tok, device=device), thumb_keep
+        thumb_cand, thumb_sel = _arange(n_tok, device), thumb_keep
     else:
         raise ValueError(f"unknown layout {mode!r}; valid: faithful, reference")
     if layout.n_crops == 0:
@@ -251,7 +276,7 @@ def pack(
     cand = torch.cat([thumb_cand, torch.cat([src, src.new_full((rows, 1), newline)], dim=1).reshape(-1)])
     sel = torch.cat([thumb_sel, torch.cat([keep, row_nl], dim=1).reshape(-1)])
     index = cand[sel]  # the one host sync: the length is data-dependent
-    slots = thumb_cand.shape[0] + torch.arange(1, rows + 1, device=device) * (cols + 1) - 1
+    slots = thumb_cand.shape[0] + (_arange(rows, device) + 1) * (cols + 1) - 1
     pos = sel.cumsum(0)[slots] - 1
     return index, torch.where(row_nl[:, 0], pos, torch.full_like(pos, index.shape[0]))
 
@@ -268,23 +293,28 @@ def pack_indices(
 
 
 def gather_tokens(
-    views: torch.Tensor, newline: torch.Tensor, index: torch.Tensor, newline_pos: torch.Tensor | None = None
+    views: torch.Tensor,
+    newline: torch.Tensor,
+    index: torch.Tensor,
+    newline_pos: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``views`` ``[V, N, D]``, ``newline`` ``[D]`` and a :func:`pack` plan → ``[T, D]`` in
-    ``views.dtype``: one gather, then the newline rows written in place."""
+    """``views`` ``[V, N, C]``, ``newline`` ``[D]`` and a :func:`pack` plan → ``[T, D]``.
+
+    One gather, then (if given) ``project`` — a per-token map such as LLaVA's projector, so
+    ``project(gather(x)) == gather(project(x))`` and dropped tokens are never projected — then
+    the newline rows written in place. Differentiable; dtype of the (projected) features.
+    """
     flat = views.reshape(-1, views.shape[-1])
     if newline_pos is None:
         newline_pos = (index == flat.shape[0]).nonzero().flatten()
-    T = index.shape[0]
-    src = index.clamp_max(flat.shape[0] - 1)
-    nl = newline.to(device=flat.device, dtype=flat.dtype)
-    rows = nl.expand(newline_pos.shape[0], -1)
-    if torch.is_grad_enabled() and (flat.requires_grad or nl.requires_grad):
-        # Differentiable path (training): the same result, out of place.
-        return torch.cat([flat.index_select(0, src), nl[None]]).index_copy(0, newline_pos, rows)[:T]
-    out = flat.new_empty(T + 1, flat.shape[1])  # row T is the scratch slot of dropped newlines
-    torch.index_select(flat, 0, src, out=out[:T])
-    return out.index_copy_(0, newline_pos, rows)[:T]
+    # One extra (scratch) row receives the newlines of dropped rows, so no sync is needed.
+    src = F.pad(index.clamp_max(flat.shape[0] - 1), (0, 1))
+    out = flat.index_select(0, src)
+    if project is not None:
+        out = project(out)
+    out.index_put_((newline_pos,), newline.to(device=out.device, dtype=out.dtype))
+    return out[: index.shape[0]]
 
 
 def keep_all(layout: AnyResLayout, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -93,11 +94,18 @@ class Compressor:
         raise NotImplementedError
 
     def compress(
-        self, views: torch.Tensor, newline: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None = None
+        self,
+        views: torch.Tensor,
+        newline: torch.Tensor,
+        layout: AnyResLayout,
+        scores: torch.Tensor | None = None,
+        project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> CompressedImage:
-        """``views`` ``[V, N, D]`` (thumbnail first) → packed tokens ``[T, D]``.
+        """``views`` ``[V, N, C]`` (thumbnail first) → packed tokens ``[T, D]``.
 
-        ``scores`` ``[V, N]`` as asked for by :meth:`score_request`."""
+        ``scores`` ``[V, N]`` as asked for by :meth:`score_request`. ``project`` (a per-token
+        map, e.g. the vision→language projector) is applied to the kept tokens only, so
+        ``views`` may be the vision tower's features; without it ``C == D``."""
         if views.shape[0] != layout.n_views or views.shape[1] != layout.tokens_per_view:
             raise ValueError(
                 f"got {tuple(views.shape[:2])} views×tokens, the image layout needs "
@@ -107,7 +115,7 @@ class Compressor:
             _check_scores(scores)
         sel = self.select(layout, scores, views)
         index, newline_pos = Fn.pack(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order)
-        return CompressedImage(Fn.gather_tokens(views, newline, index, newline_pos), index, sel, layout)
+        return CompressedImage(Fn.gather_tokens(views, newline, index, newline_pos, project), index, sel, layout)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
@@ -141,13 +149,15 @@ class _PerViewTopK(Compressor):
         s = self.view_scores(layout, scores, views).float()  # [V, N]
         device = s.device
         k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
-        thumb_keep = Fn.topk_mask(s[0], k_thumb)
-        order = s[0].topk(k_thumb).indices if self.layout == "reference" else None
+        thumb_keep, order = Fn.thumbnail_topk(s[0], k_thumb, ordered=self.layout == "reference")
         if layout.n_crops == 0:
             return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
         valid = Fn.crop_valid_mask(layout, device)
-        k = Fn.budget_counts(torch.full((layout.n_crops,), float(self.retention_ratio), dtype=torch.float64, device=device), valid.sum(1))
-        crop_keep = Fn.topk_mask(s[1:].masked_fill(~valid, Fn.NEG_INF), k) & valid
+        r = torch.full((layout.n_crops,), float(self.retention_ratio), dtype=torch.float64, device=device)
+        k = Fn.budget_counts(r, Fn.crop_token_counts(layout, device))
+        k_max = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
+        # letterbox tokens score -inf and k_j ≤ N_j, so they are never kept
+        crop_keep = Fn.topk_mask(s[1:].masked_fill(~valid, Fn.NEG_INF), k, k_max)
         return Selection(thumb_keep, crop_keep, thumb_order=order)
 
 
@@ -218,6 +228,14 @@ class GlobalCom2(Compressor):
     def score_request(self):
         return ScoreRequest(self.score, self.score_layer)
 
+    def max_budget(self) -> float:
+        """A host-side bound on every ``r_j`` (``σ_j − mean σ < 1`` for the softmax rules)."""
+        if self.allocation == "uniform":
+            return self.retention_ratio
+        if self.allocation == "ntopk":
+            return 1.0
+        return min(1.0, 2.0 * self.retention_ratio)
+
     def budgets(self, layout: AnyResLayout, thumb: torch.Tensor, thumb_keep: torch.Tensor) -> torch.Tensor:
         """Per-crop retention ratios ``r_j`` ``[n]`` (float64)."""
         R = self.retention_ratio
@@ -235,15 +253,15 @@ class GlobalCom2(Compressor):
         s = scores.float()
         thumb = s[0]
         k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
-        thumb_keep = Fn.topk_mask(thumb, k_thumb)
-        order = thumb.topk(k_thumb).indices if self.layout == "reference" else None
+        thumb_keep, order = Fn.thumbnail_topk(thumb, k_thumb, ordered=self.layout == "reference")
         if layout.n_crops == 0:
             return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
         valid = Fn.crop_valid_mask(layout, s.device)
         r = self.budgets(layout, thumb, thumb_keep)
-        k = Fn.budget_counts(r, valid.sum(1))
+        k = Fn.budget_counts(r, Fn.crop_token_counts(layout, s.device))
+        k_max = math.ceil(layout.tokens_per_view * self.max_budget())
         combined = Fn.combine_scores(Fn.global_score_map(thumb, layout), s[1:], valid, self.alpha)
-        crop_keep = Fn.topk_mask(combined, k) & valid
+        crop_keep = Fn.topk_mask(combined, k, k_max)  # letterbox tokens are -inf, k_j ≤ N_j
         return Selection(thumb_keep, crop_keep, budgets=r, thumb_order=order)
 
 

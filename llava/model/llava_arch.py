@@ -65,19 +65,23 @@ class LlavaMetaForCausalLM:
 
     # ------------------------------------------------------------------ vision features
 
-    def encode_images(self, images: torch.Tensor, score_request: ScoreRequest | None = None):
-        """Views ``[V, 3, S, S]`` → projected features ``[V, N, D]`` (and scores ``[V, N]``
-        float32 when ``score_request`` is given)."""
+    def encode_views(self, images: torch.Tensor, score_request: ScoreRequest | None = None):
+        """Views ``[V, 3, S, S]`` → vision-tower features ``[V, N, C]`` (before the projector)
+        and, when ``score_request`` is given, token scores ``[V, N]`` float32 (else None)."""
         tower = self.get_vision_tower()
-        scores = None
-        if score_request is None or score_request.kind == "neg_cos":
+        if score_request is None:
+            return tower(images), None
+        if score_request.kind == "neg_cos":
             feats = tower(images)
-            if score_request is not None:
-                scores = neg_cos_scores(feats)
-        else:
-            layers = tower.vision_tower.encoder.layers
-            kind = score_request.kind
-            feats, scores = tower(images, tap=(score_request.layer, lambda i, h: cls_attention_scores(layers[i], h, kind)))
+            return feats, neg_cos_scores(feats)
+        layers = tower.vision_tower.encoder.layers
+        kind = score_request.kind
+        return tower(images, tap=(score_request.layer, lambda i, h: cls_attention_scores(layers[i], h, kind)))
+
+    def encode_images(self, images: torch.Tensor, score_request: ScoreRequest | None = None):
+        """Views ``[V, 3, S, S]`` → projected features ``[V, N, D]`` (the original API), plus
+        scores ``[V, N]`` when ``score_request`` is given."""
+        feats, scores = self.encode_views(images, score_request)
         feats = self.get_model().mm_projector(feats)
         return feats if score_request is None else (feats, scores)
 
@@ -100,17 +104,20 @@ class LlavaMetaForCausalLM:
         return layout
 
     def pack_image(self, views: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None) -> CompressedImage:
-        """The single point where compression happens: ``[V, N, D]`` views → ``[T, D]``."""
+        """The single point where compression happens: vision-tower features ``[V, N, C]``
+        → packed LLM tokens ``[T, D]``. The projector runs on the kept tokens only (it is
+        per-token, so this equals projecting everything and then selecting)."""
+        projector = self.get_model().mm_projector
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         if merge == "flat":
             if self.compressor is not None and not isinstance(self.compressor, NoCompression):
                 raise ValueError("compression needs mm_patch_merge_type='spatial_unpad' (LLaVA-NeXT)")
-            tokens = views.reshape(-1, views.shape[-1])
+            tokens = projector(views.reshape(-1, views.shape[-1]))
             index = torch.arange(tokens.shape[0], device=tokens.device)
             keep = torch.ones(views.shape[1], dtype=torch.bool, device=tokens.device)
             return CompressedImage(tokens, index, Selection(keep, keep.new_zeros(0, keep.shape[0])), layout)
         compressor = self.compressor or NoCompression()
-        return compressor.compress(views, self.get_model().image_newline, layout, scores)
+        return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
 
     def images_to_tokens(self, images, image_sizes=None) -> list[torch.Tensor]:
         """Every image's packed visual tokens ``[T_i, D]`` (in the order of the images)."""
@@ -125,11 +132,10 @@ class LlavaMetaForCausalLM:
         ]
         request = self.compressor.score_request() if self.compressor is not None else None
         with self._stage("vision"):
-            out = self.encode_images(torch.cat(list(images), dim=0), request)
-        feats, scores = out if request is not None else (out, None)
+            feats, scores = self.encode_views(torch.cat(list(images), dim=0), request)
         feats = feats.split(views_per_image)
         scores = scores.split(views_per_image) if scores is not None else [None] * len(feats)
-        with self._stage("compression"):
+        with self._stage("compression"):  # token selection + projector on the kept tokens + packing
             packed = [self.pack_image(f, lay, s) for f, lay, s in zip(feats, layouts, scores)]
         self.last_images = [replace(p, tokens=None) for p in packed]
         return [p.tokens for p in packed]

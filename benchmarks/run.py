@@ -1,0 +1,461 @@
+"""Stage timings and memory of LLaVA-NeXT with each compression method × retention ratio.
+
+``python -m benchmarks.run`` (what ``make bench`` runs) times, on the current device:
+
+* ``vision``        — the vision tower (and the [CLS] score tap, when the method asks for one);
+* ``compression``   — scoring-to-selection-to-packing (``model.compressor.compress``);
+* ``splice``        — the rest of ``prepare_inputs_labels_for_multimodal`` (text embeddings, splice);
+* ``prefill``       — one LLM forward over the spliced ``inputs_embeds`` (fresh KV cache);
+* ``decode``        — per-token time of greedy decoding continuing from that prefill's cache;
+* ``end_to_end``    — ``model.generate(input_ids, images=..., max_new_tokens=N)`` (exactly N tokens);
+* ``memory``        — peak memory of one end-to-end ``generate`` above what was live before
+  (CUDA ``max_memory_allocated``; CPU resident-set high-water mark, see
+  :class:`benchmarks.common.MemoryProbe`), measured in a separate pass after the timings, plus
+  the exact size of the KV cache after prefill.
+
+Each configuration gets ``--warmup`` untimed passes, then ``--repeats`` timed passes,
+interleaved across configurations (repeat 1 of every configuration, then repeat 2, …, the order
+rotated each time) so that slow drifts of the machine hit every configuration alike. Reported: medians, and speed-ups
+against the uncompressed run (``none``, always measured, in the same process), beside the
+theoretical prefill FLOPs ratio (:func:`llava.analysis.efficiency.prefill_flops`).
+
+On a CPU the default ``--profile bench`` builds a scaled-down random model in memory (see
+:mod:`benchmarks.profiles`): the real 336/14 AnyRes geometry and token counts, an LLM large
+enough that prefill dominates. ``--model-path`` benchmarks a real local checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from llava.analysis.efficiency import LLMGeometry, kv_cache_bytes, prefill_flops
+from llava.compression import COMPRESSORS, build_compressor
+from llava.mm_utils import anyres_token_count, load_image, process_images, tokenizer_image_token
+
+from .common import (
+    DTYPES,
+    MemoryProbe,
+    environment,
+    format_table,
+    resolve_device,
+    resolve_dtype,
+    summary,
+    timed,
+    write_json,
+)
+from .profiles import PROFILES, build_profile_model, describe_model, load_checkpoint
+
+DEFAULT_METHODS = ("none", "globalcom2", "fastervlm", "uniform_random")
+DEFAULT_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.1)
+STAGES = ("vision", "compression", "splice", "prefill", "decode", "end_to_end")
+QUERY = "Describe the image in detail."
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str
+    ratio: float
+
+    @property
+    def label(self) -> str:
+        return "none" if self.method == "none" else f"{self.method}@{self.ratio:g}"
+
+    def compressor(self):
+        return None if self.method == "none" else build_compressor(self.method, retention_ratio=self.ratio)
+
+
+def synthetic_image(size: tuple[int, int]) -> Image.Image:
+    """A deterministic picture (gradient and a few shapes) of ``size`` (w, h)."""
+    w, h = size
+    x = np.linspace(0.0, 1.0, w)[None, :, None]
+    y = np.linspace(0.0, 1.0, h)[:, None, None]
+    arr = np.concatenate(
+        [np.broadcast_to(40 + 150 * x, (h, w, 1)), np.broadcast_to(50 + 120 * y, (h, w, 1)),
+         150 - 90 * x * y], axis=2,
+    )
+    im = Image.fromarray(arr.astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    d.ellipse((0.1 * w, 0.2 * h, 0.4 * w, 0.65 * h), fill=(230, 40, 40))
+    d.rectangle((0.6 * w, 0.1 * h, 0.9 * w, 0.4 * h), fill=(250, 220, 30))
+    d.polygon([(0.6 * w, 0.9 * h), (0.75 * w, 0.55 * h), (0.9 * w, 0.9 * h)], fill=(30, 120, 230))
+    return im
+
+
+def build_inputs(model, tokenizer, processor, image: Image.Image, device, dtype):
+    """``(input_ids [1, L], images [1, V, 3, S, S], image_sizes)`` for the vicuna_v1 prompt."""
+    from llava.eval.run_llava import build_prompt
+
+    prompt = build_prompt(QUERY, model.config, "llava_v1")
+    input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(device)
+    images = process_images([image], processor, model.config)
+    images = images.to(device, dtype) if isinstance(images, torch.Tensor) else [x.to(device, dtype) for x in images]
+    return input_ids, images, [image.size]
+
+
+class Harness:
+    """Measures one configuration at a time on a loaded model and fixed inputs."""
+
+    def __init__(self, model, input_ids, images, image_sizes, new_tokens: int, pad_token_id: int):
+        self.model, self.input_ids, self.images, self.image_sizes = model, input_ids, images, image_sizes
+        self.new_tokens, self.pad_token_id = new_tokens, pad_token_id
+        self.device = model.device
+
+    def _prepare(self):
+        return self.model.prepare_inputs_labels_for_multimodal(
+            self.input_ids, None, None, None, None, self.images, self.image_sizes
+        )
+
+    def _generate(self):
+        return self.model.generate(
+            self.input_ids, images=self.images, image_sizes=self.image_sizes, do_sample=False,
+            max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, use_cache=True,
+            pad_token_id=self.pad_token_id, temperature=None, top_p=None, top_k=None,
+        )
+
+    @torch.inference_mode()
+    def measure(self, cfg: Config) -> dict[str, Any]:
+        """One timed pass: every stage once. Returns seconds per stage and token counts."""
+        model = self.model
+        model.compressor = cfg.compressor()
+        model.record_timings, model.stage_times = True, {}
+        t_prep, prep = timed(self._prepare, self.device)
+        _, _, mask, _, embeds, _ = prep
+        vision = model.stage_times.get("vision", 0.0)
+        compression = model.stage_times.get("compression", 0.0)
+        model.record_timings = False
+        record = model.last_images[0]
+
+        t_prefill, out = timed(
+            lambda: model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1), self.device
+        )
+        kv_bytes = _cache_bytes(out.past_key_values)
+        steps = self.new_tokens - 1
+        t_decode = None
+        if steps > 0:
+            t_decode = timed(functools.partial(self._decode, out, mask, steps), self.device)[0] / steps
+        out = None  # free the prefill cache before generate
+
+        t_e2e, gen = timed(self._generate, self.device)
+        if gen.shape[1] != self.new_tokens:
+            raise RuntimeError(f"generate made {gen.shape[1]} tokens, expected {self.new_tokens}")
+        info = record.info()
+        return {
+            "times": {
+                "vision": vision, "compression": compression, "splice": t_prep - vision - compression,
+                "prefill": t_prefill, "decode": t_decode, "end_to_end": t_e2e,
+            },
+            "visual_tokens": info["tokens"],
+            "visual_tokens_uncompressed": info["tokens_uncompressed"],
+            "sequence_length": int(embeds.shape[1]),
+            "kv_cache_bytes": kv_bytes,
+            "image": info,
+        }
+
+    def _decode(self, out, mask, steps: int):
+        """Greedy decoding of ``steps`` tokens continuing from a prefill output's cache."""
+        cache = out.past_key_values
+        for _ in range(steps):
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(input_ids=tok, attention_mask=mask, past_key_values=cache, use_cache=True)
+        return out
+
+    @torch.inference_mode()
+    def memory(self, cfg: Config, probe: MemoryProbe) -> dict[str, float]:
+        """Peak memory of one end-to-end ``generate`` above what was live before it."""
+        self.model.compressor = cfg.compressor()
+        self.model.record_timings = False
+        probe.start()
+        self._generate()
+        return probe.stop()
+
+
+def _cache_bytes(cache) -> int:
+    """Bytes held by the keys and values of a transformers cache."""
+    total = 0
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+    for kv in cache:  # legacy tuple-of-tuples
+        total += sum(t.numel() * t.element_size() for t in kv)
+    return total
+
+
+def build_configs(methods, ratios) -> list[Config]:
+    configs = [Config("none", 1.0)]
+    for m in methods:
+        if m == "none":
+            continue
+        configs += [Config(m, r) for r in ratios]
+    return configs
+
+
+def run(args) -> dict[str, Any]:
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model_path:
+        tokenizer, model, processor, note = load_checkpoint(args.model_path, dtype, str(device))
+        source = {"model_path": args.model_path}
+    else:
+        tokenizer, model, processor, note = build_profile_model(args.profile, dtype, str(device), args.seed)
+        source = {"profile": args.profile}
+    model.eval()
+    image = load_image(args.image_file) if args.image_file else synthetic_image(tuple(args.image_size))
+    input_ids, images, sizes = build_inputs(model, tokenizer, processor, image, device, dtype)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    harness = Harness(model, input_ids, images, sizes, args.new_tokens, pad)
+    configs = build_configs(args.methods, args.ratios)
+
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
+    log(f"[bench] {note}; device {device}, {dtype}, {torch.get_num_threads()} threads; "
+        f"{len(configs)} configurations × ({args.warmup} warm-up + {args.repeats} repeats)")
+    raw: dict[Config, list[dict]] = {c: [] for c in configs}
+    for w in range(args.warmup):
+        for c in configs:
+            harness.measure(c)
+        log(f"[bench] warm-up {w + 1}/{args.warmup} done")
+    for rep in range(args.repeats):
+        shift = rep % len(configs)  # rotate the order, so drifts do not favour one configuration
+        for c in configs[shift:] + configs[:shift]:
+            raw[c].append(harness.measure(c))
+        base = raw[configs[0]][-1]["times"]  # the uncompressed configuration
+        log(f"[bench] repeat {rep + 1}/{args.repeats} done (uncompressed prefill {1e3 * base['prefill']:.0f} ms)")
+    memory: dict[Config, dict] = {}
+    probe = MemoryProbe(device)
+    if not args.no_memory:
+        for c in configs:
+            memory[c] = harness.memory(c, probe)
+        log("[bench] memory pass done")
+
+    geom = LLMGeometry.from_config(model.config.to_dict(), name=source.get("profile") or "checkpoint")
+    value_bytes = torch.finfo(dtype).bits // 8
+    rows = []
+    for c in configs:
+        runs = raw[c]
+        first = runs[0]
+        stages = {s: summary([r["times"][s] for r in runs if r["times"][s] is not None]) for s in STAGES}
+        rows.append({
+            "method": c.method,
+            "ratio": c.ratio,
+            "label": c.label,
+            "compressor": c.compressor().to_dict() if c.method != "none" else {"name": "none"},
+            "visual_tokens": first["visual_tokens"],
+            "visual_tokens_uncompressed": first["visual_tokens_uncompressed"],
+            "sequence_length": first["sequence_length"],
+            "image": first["image"],
+            "times_ms": stages,
+            "memory": {
+                "kv_cache_mb": first["kv_cache_bytes"] / 2**20,
+                "kv_cache_mb_theory": kv_cache_bytes(geom, first["sequence_length"], value_bytes) / 2**20,
+                **({f"end_to_end_{k}": v for k, v in memory[c].items()} if c in memory else {}),
+            },
+            "theory": {
+                "prefill_tflops": prefill_flops(geom, first["sequence_length"]) / 1e12,
+                "prefill_tflops_visual_only": prefill_flops(geom, first["visual_tokens"]) / 1e12,
+            },
+        })
+    add_ratios(rows)
+    payload = {
+        "meta": {
+            "source": source,
+            "note": note,
+            "model": describe_model(model),
+            "dtype": str(dtype).replace("torch.", ""),
+            "image_size": list(image.size),
+            "image_file": args.image_file,
+            "visual_tokens_uncompressed": anyres_token_count(image.size, model.config.image_grid_pinpoints),
+            "text_tokens": int(input_ids.shape[1]) - 1,
+            "query": QUERY,
+            "new_tokens": args.new_tokens,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "memory_method": probe.method if not args.no_memory else None,
+            "statistic": "median over repeats; speedup = uncompressed median / configuration median; "
+                         "speedup_best = the same with each configuration's fastest repeat",
+            "theory": "prefill FLOPs from llava.analysis.efficiency.prefill_flops over the spliced sequence "
+                      "(visual + text tokens), full attention square as in the paper",
+            "environment": environment(device),
+        },
+        "results": rows,
+    }
+    return payload
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Speed-ups (of the medians, and of the fastest repeats) and memory ratios against the
+    ``none`` row, in place."""
+    base = next(r for r in rows if r["method"] == "none")
+    for r in rows:
+        sp = {}
+        for s in ("vision", "prefill", "decode", "end_to_end"):
+            a, b = base["times_ms"][s]["median"], r["times_ms"][s]["median"]
+            sp[s] = a / b if a and b else None
+        r["speedup"] = sp
+        # The same from the fastest repeat of each (less sensitive to other load on the machine).
+        best = {}
+        for s in ("prefill", "end_to_end"):
+            a, b = base["times_ms"][s]["min"], r["times_ms"][s]["min"]
+            best[s] = a / b if a and b else None
+        r["speedup_best"] = best
+        r["theory"]["flops_ratio"] = r["theory"]["prefill_tflops"] / base["theory"]["prefill_tflops"]
+        r["theory"]["speedup"] = 1.0 / r["theory"]["flops_ratio"]
+        r["theory"]["flops_ratio_visual_only"] = (
+            r["theory"]["prefill_tflops_visual_only"] / base["theory"]["prefill_tflops_visual_only"]
+        )
+        mem, bmem = r["memory"], base["memory"]
+        mem["kv_cache_ratio"] = mem["kv_cache_mb"] / bmem["kv_cache_mb"]
+        if "end_to_end_delta_mb" in mem and bmem.get("end_to_end_delta_mb"):
+            mem["end_to_end_delta_ratio"] = mem["end_to_end_delta_mb"] / bmem["end_to_end_delta_mb"]
+
+
+def render(payload: dict) -> str:
+    headers = ["config", "vis tok", "seq", "vision", "compr", "prefill", "decode/tok", "e2e",
+               "peak ΔMB", "KV MB", "prefill x", "e2e x", "FLOPs x"]
+    body = []
+    for r in payload["results"]:
+        t, m = r["times_ms"], r["memory"]
+        body.append([
+            r["label"], r["visual_tokens"], r["sequence_length"], t["vision"]["median"], t["compression"]["median"],
+            t["prefill"]["median"], t["decode"]["median"], t["end_to_end"]["median"],
+            m.get("end_to_end_delta_mb"), m["kv_cache_mb"], r["speedup"]["prefill"], r["speedup"]["end_to_end"],
+            r["theory"]["speedup"],
+        ])
+    meta = payload["meta"]
+    head = (f"{meta['note']}\n{meta['environment']['device']} {meta['dtype']}, image {meta['image_size'][0]}x"
+            f"{meta['image_size'][1]} ({meta['visual_tokens_uncompressed']} visual + {meta['text_tokens']} text "
+            f"tokens), {meta['new_tokens']} new tokens, median of {meta['repeats']}; times in ms")
+    return head + "\n" + format_table(headers, body)
+
+
+def plot(payload: dict, path: str) -> str:
+    """Prefill and end-to-end speed-up (with the FLOPs curve) and memory vs retention ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = payload["results"]
+    base = next(r for r in rows if r["method"] == "none")
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
+    per_method = {m: sorted((r for r in rows if r["method"] == m), key=lambda r: r["ratio"]) for m in methods}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    markers, colors = "osD^v<>", plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, stage, title in ((axes[0], "prefill", "LLM prefill"), (axes[1], "end_to_end", "end to end")):
+        for i, m in enumerate(methods):
+            rs, c = per_method[m], colors[i % len(colors)]
+            xs = [r["ratio"] for r in rs]
+            ax.plot(xs, [r["speedup"][stage] for r in rs], marker=markers[i % 7], color=c, label=f"{m} (measured)")
+            ax.plot(xs, [r["theory"]["speedup"] for r in rs], ":", color=c, lw=1.5,
+                    label=f"{m}: FLOPs(none) / FLOPs(R)")
+        ax.plot([1.0], [1.0], "k*", ms=10, label="none (baseline)")
+        ax.set_yscale("log")
+        ax.set_xlabel("retention ratio R")
+        ax.set_ylabel("speed-up vs uncompressed (×)")
+        ax.set_title(f"{title} speed-up (dotted: prefill FLOPs ratio, theory)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    for i, m in enumerate(methods):
+        rs, c = per_method[m], colors[i % len(colors)]
+        xs = [r["ratio"] for r in rs]
+        if all("end_to_end_delta_mb" in r["memory"] for r in rs):
+            ax.plot(xs, [r["memory"]["end_to_end_delta_mb"] for r in rs], marker=markers[i % 7], color=c,
+                    label=f"{m}: peak above live")
+        ax.plot(xs, [r["memory"]["kv_cache_mb"] for r in rs], ":", color=c, lw=1.5, label=f"{m}: KV cache")
+    if "end_to_end_delta_mb" in base["memory"]:
+        ax.plot([1.0], [base["memory"]["end_to_end_delta_mb"]], "k*", ms=10, label="none: peak above live")
+    ax.plot([1.0], [base["memory"]["kv_cache_mb"]], "kx", ms=8, label="none: KV cache")
+    ax.set_xlabel("retention ratio R")
+    ax.set_ylabel("MiB")
+    ax.set_title(f"memory of one generate ({payload['meta'].get('memory_method') or 'KV only'})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    meta = payload["meta"]
+    fig.suptitle(f"{meta['note']}\n{meta['environment']['device']}, {meta['dtype']}, image "
+                 f"{meta['image_size'][0]}x{meta['image_size'][1]}, median of {meta['repeats']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _ratio(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"retention ratios must be in (0, 1], got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--profile", default="bench", choices=list(PROFILES),
+                     help="random model built in memory (default: bench)")
+    src.add_argument("--model-path", default=None, help="benchmark a real local checkpoint instead")
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(COMPRESSORS),
+                    help="methods (default: %(default)s); the uncompressed baseline is always run")
+    ap.add_argument("--ratios", nargs="+", type=_ratio, default=list(DEFAULT_RATIOS),
+                    help="retention ratios (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes per configuration (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed passes per configuration first (default 1)")
+    ap.add_argument("--new-tokens", type=int, default=16, help="tokens generated end to end (default 16)")
+    ap.add_argument("--image-size", nargs=2, type=int, default=[672, 672], metavar=("W", "H"),
+                    help="synthetic image size (default 672 672: 2928 visual tokens; 1000 600 gives 1948)")
+    ap.add_argument("--image-file", default=None, help="use this image instead of a synthetic one")
+    ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                    help="auto: float16 on CUDA; bfloat16 on CPUs with native bf16, else float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
+    ap.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output")
+    ap.add_argument("--plot", default=None, help="PNG output (default: --out with .png)")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ap.add_argument("--replot", default=None, metavar="JSON",
+                    help="measure nothing: print the table and redraw the PNG of an earlier run's JSON")
+    return ap
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or args.new_tokens < 1:
+        raise SystemExit("error: --repeats >= 1, --warmup >= 0, --new-tokens >= 1")
+    if args.replot:
+        with open(args.replot) as f:
+            payload = json.load(f)
+        add_ratios(payload["results"])
+        out = args.replot
+    else:
+        payload = run(args)
+        write_json(args.out, payload)
+        out = args.out
+        print(f"wrote {args.out}")
+    print(render(payload))
+    if not args.no_plot:
+        path = args.plot or (out[:-5] if out.endswith(".json") else out) + ".png"
+        plot(payload, path)
+        payload["plot"] = path
+        print(f"wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
