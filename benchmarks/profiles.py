@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from llava.testing.tiny_checkpoint import TINY_CLIP, build_tokenizer, tiny_config
+from llava.testing.tiny_checkpoint import TINY_CLIP, build_tokenizer, random_model, tiny_config
 
 CLIP_L_336 = dict(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -72,27 +72,13 @@ def build_profile_model(profile: str, dtype: torch.dtype = torch.float32, device
     """A random LLaVA-NeXT (Llama) built in memory → ``(tokenizer, model, image_processor, note)``."""
     from transformers import CLIPVisionConfig
 
-    from llava.model import LlavaConfig, LlavaLlamaForCausalLM
     from llava.model.multimodal_encoder.builder import _default_processor, build_image_processor
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     tokenizer = build_tokenizer()
     raw, vision = profile_config(profile, len(tokenizer))
-    config = LlavaConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
-    vcfg = CLIPVisionConfig(**vision)
-    config.mm_vision_config = {
-        k: v for k, v in vcfg.to_dict().items() if not k.startswith("_") and k != "transformers_version"
-    }
-    torch.manual_seed(seed)
-    model = LlavaLlamaForCausalLM(config)
-    with torch.no_grad():
-        # Weights far from the near-uniform default init, so that [CLS] scores are not flat.
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
-            elif name.endswith("image_newline"):
-                p.normal_(0.0, 1.0)
+    model = random_model(raw, CLIPVisionConfig(**vision).to_dict(), seed)
     model.to(device=device, dtype=dtype).eval()
     processor = build_image_processor(_default_processor(vision["image_size"]))
     return tokenizer, model, processor, PROFILES[profile].note

@@ -88,7 +88,6 @@ def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> s
     from transformers import CLIPVisionConfig
 
     from llava.convert import write_sharded
-    from llava.model import LlavaConfig, LlavaLlamaForCausalLM, LlavaMistralConfig, LlavaMistralForCausalLM
     from llava.model.multimodal_encoder.builder import _default_processor
 
     if arch not in ("llama", "mistral"):
@@ -106,23 +105,31 @@ def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> s
     with open(os.path.join(out_dir, "clip_vision_tower", "preprocessor_config.json"), "w") as f:
         json.dump(_default_processor(336), f, indent=2)
 
-    config_cls, model_cls = (
-        (LlavaMistralConfig, LlavaMistralForCausalLM) if arch == "mistral" else (LlavaConfig, LlavaLlamaForCausalLM)
-    )
+    model = random_model(raw, vdict, seed)
+    state = to_original_names(model.state_dict())
+    write_sharded(state, out_dir, max_shard_bytes=sum(t.numel() * t.element_size() for t in state.values()) // 2)
+    return out_dir
+
+
+def random_model(raw: dict, vision: dict, seed: int = 0):
+    """A LLaVA model built from a ``config.json`` dict and a CLIP vision config dict, with
+    random weights larger than transformers' init, so that attention, [CLS] scores and logits
+    are far from uniform (otherwise every compression method would look alike)."""
+    from llava.model import LlavaConfig, LlavaLlamaForCausalLM, LlavaMistralConfig, LlavaMistralForCausalLM
+
+    mistral = "Mistral" in (raw.get("architectures") or [""])[0]
+    config_cls, model_cls = (LlavaMistralConfig, LlavaMistralForCausalLM) if mistral else (LlavaConfig, LlavaLlamaForCausalLM)
     config = config_cls(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
-    config.mm_vision_config = vdict
+    config.mm_vision_config = {k: v for k, v in vision.items() if not k.startswith("_") and k != "transformers_version"}
     torch.manual_seed(seed)
     model = model_cls(config)
     with torch.no_grad():
-        # Larger-than-init weights so that attention, scores and logits are far from uniform.
         for name, p in model.named_parameters():
             if p.ndim >= 2:
                 p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
             elif name.endswith("image_newline"):
                 p.normal_(0.0, 1.0)
-    state = to_original_names(model.state_dict())
-    write_sharded(state, out_dir, max_shard_bytes=sum(t.numel() * t.element_size() for t in state.values()) // 2)
-    return out_dir
+    return model
 
 
 def to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

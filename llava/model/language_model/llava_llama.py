@@ -56,20 +56,25 @@ def multimodal_generate(self, inputs=None, images=None, image_sizes=None, **kwar
     )
 
 
+def init_llava_lm(self, config, pretrained_cls, model_cls) -> None:
+    """``__init__`` of a LLaVA causal LM: the base model with the multimodal parts, an LM head,
+    compression off."""
+    pretrained_cls.__init__(self, config)
+    self.model = model_cls(config)
+    self.vocab_size = config.vocab_size
+    self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+    self.compressor = None
+    self.last_images = []
+    self.stage_times = {}
+    self.post_init()
+
+
 class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
     config_class = LlavaConfig
-
     base_lm_class = LlamaForCausalLM
 
     def __init__(self, config):
-        LlamaPreTrainedModel.__init__(self, config)
-        self.model = LlavaLlamaModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.compressor = None
-        self.last_images = []
-        self.stage_times = {}
-        self.post_init()
+        init_llava_lm(self, config, LlamaPreTrainedModel, LlavaLlamaModel)
 
     forward = multimodal_forward
     generate = multimodal_generate

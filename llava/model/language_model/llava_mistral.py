@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from torch import nn
 from transformers import MistralConfig, MistralForCausalLM, MistralModel
 from transformers.models.mistral.modeling_mistral import MistralPreTrainedModel
 
 from ..llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
-from .llava_llama import multimodal_forward, multimodal_generate
+from .llava_llama import init_llava_lm, multimodal_forward, multimodal_generate
 
 
 class LlavaMistralConfig(MistralConfig):
@@ -24,14 +23,7 @@ class LlavaMistralForCausalLM(MistralForCausalLM, LlavaMetaForCausalLM):
     base_lm_class = MistralForCausalLM
 
     def __init__(self, config):
-        MistralPreTrainedModel.__init__(self, config)
-        self.model = LlavaMistralModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.compressor = None
-        self.last_images = []
-        self.stage_times = {}
-        self.post_init()
+        init_llava_lm(self, config, MistralPreTrainedModel, LlavaMistralModel)
 
     forward = multimodal_forward
     generate = multimodal_generate
