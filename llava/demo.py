@@ -43,6 +43,7 @@ def main(argv=None) -> None:
         write_tiny_checkpoint(ckpt)
         print(f"wrote tiny checkpoint {ckpt}")
     image = demo_image(os.path.join(args.out, "demo.png"))
+    print("The model's weights are random: its answers are noise; the token counts, budgets and timings are real.")
     common = ["--model-path", ckpt, "--image-file", image, "--query", "What is in the picture?",
               "--temperature", "0", "--max-new-tokens", "16", "--stats", "--device", "cpu"]
     runs = [

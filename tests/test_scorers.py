@@ -570,3 +570,26 @@ def test_convert_mmbench_for_submission_cli(tmp_path, capsys):
     sub = pd.read_excel(out, engine="openpyxl")
     assert len(sub) == 6 and sub.loc[sub["index"] == 0, "prediction"].item() == "B"
     assert sub["prediction"].isna().sum() == 4
+
+
+def test_pope_error_entries_count_as_wrong(tmp_path, capsys):
+    # Two "no" questions: one answered "No", one an error entry with empty text. An empty answer
+    # would parse as "yes" (FP); as an error it must count as wrong whatever the label: here FP too,
+    # and for a "yes" label an FN — check both.
+    ann_dir = tmp_path / "coco"
+    rows = [{"question_id": i + 1, "image": f"im{i}.jpg", "text": f"Is there a q{i}?", "label": lab}
+            for i, lab in enumerate(["no", "no", "yes", "yes"])]
+    write_jsonl(ann_dir / "coco_pope_random.json", rows)
+    questions = [{"question_id": i + 1, "image": f"im{i}.jpg", "text": f"Is there a q{i}?", "category": "random"}
+                 for i in range(4)]
+    results = [{"question_id": 1, "text": "No."},
+               {"question_id": 2, "text": "", "error": "image file not found: im1.jpg"},
+               {"question_id": 3, "text": "Yes"},
+               {"question_id": 4, "text": "", "error": "image file not found: im3.jpg"}]
+    q = write_jsonl(tmp_path / "q.jsonl", questions)
+    r = write_jsonl(tmp_path / "a.jsonl", results)
+    out = eval_pope.main(["--annotation-dir", str(ann_dir), "--question-file", q, "--result-file", r])
+    m = out["per_category"]["random"]
+    assert (m["TP"], m["FP"], m["TN"], m["FN"]) == (1, 1, 1, 1)
+    assert out["num_errors"] == 2
+    assert "2 error entries counted as wrong answers" in capsys.readouterr().out

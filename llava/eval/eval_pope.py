@@ -104,7 +104,7 @@ def evaluate(annotation_dir: str, question_file: str, result_file: str) -> dict:
 
     preds: dict[str, list[str]] = {c: [] for c in cats_needed}
     labels: dict[str, list[str]] = {c: [] for c in cats_needed}
-    unmatched = 0
+    unmatched = errors = 0
     for r in results:
         key = qid_key(r.get("question_id"))
         q = q_by_id.get(key)
@@ -119,7 +119,11 @@ def evaluate(annotation_dir: str, question_file: str, result_file: str) -> dict:
             label = labels_by_pos[cat][position[key]]
         else:
             raise ScorerInputError(f"no label for question_id {q['question_id']} in coco_pope_{cat}.json")
-        preds[cat].append(parse_yes_no(r.get("text", "")))
+        if r.get("error"):  # a failed generation (error entry) counts as a wrong answer
+            errors += 1
+            preds[cat].append("no" if label == "yes" else "yes")
+        else:
+            preds[cat].append(parse_yes_no(r.get("text", "")))
         labels[cat].append(label)
 
     per_category = {}
@@ -133,6 +137,7 @@ def evaluate(annotation_dir: str, question_file: str, result_file: str) -> dict:
         "f1_mean": mean_f1,
         "num_samples": sum(m["num_samples"] for m in per_category.values()),
         "num_unmatched": unmatched,
+        "num_errors": errors,
     }
 
 
@@ -151,6 +156,8 @@ def _main(argv=None) -> dict:
     res = evaluate(args.annotation_dir, args.question_file, args.result_file)
     if res["num_unmatched"]:
         print(f"warning: {res['num_unmatched']} answer(s) have a question_id not in the question file")
+    if res["num_errors"]:
+        print(f"note: {res['num_errors']} error entr{'y' if res['num_errors'] == 1 else 'ies'} counted as wrong answers")
     for cat, m in res["per_category"].items():
         print(f"Category: {cat}, # samples: {m['num_samples']}")
         print("TP\tFP\tTN\tFN\t")
