@@ -359,3 +359,32 @@ def test_attention_implementations_agree(tiny_ckpt):
             outs.append(model(input_ids=tokenizer_image_token(PROMPT, tok, return_tensors="pt")[None],
                               images=process_images([img], proc, model.config), image_sizes=[img.size]).logits)
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+
+
+def test_sentencepiece_tokenizer_of_the_original_checkpoints_loads(tmp_path):
+    """liuhaotian/llava-v1.6-* ship a SentencePiece tokenizer.model with a LlamaTokenizer config."""
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    from llava.model.builder import load_tokenizer
+    from llava.testing.tiny_checkpoint import _CORPUS
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_CORPUS * 20), model_writer=buf, vocab_size=600, model_type="bpe",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True, character_coverage=1.0, minloglevel=2,
+    )
+    (tmp_path / "tokenizer.model").write_bytes(buf.getvalue())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": "<unk>", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "model_max_length": 4096, "padding_side": "right",
+    }))
+    tok = load_tokenizer(str(tmp_path))
+    ids = tokenizer_image_token("USER: <image>\nWhat? ASSISTANT:", tok)
+    assert ids[0] == 1 and ids.count(1) == 1 and ids.count(IMAGE_TOKEN_INDEX) == 1
+    assert tok.pad_token_id == 0 and tok.eos_token_id == 2
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
+        load_tokenizer(str(tmp_path / "no-such-folder"))

@@ -48,6 +48,15 @@ def _attn_impl(use_flash_attn: bool, requested: str | None) -> str:
     return "sdpa"
 
 
+def load_tokenizer(model_path: str):
+    """The checkpoint's tokenizer: ``tokenizer.json``, or the original checkpoints'
+    SentencePiece ``tokenizer.model`` + ``tokenizer_config.json`` (converted to a fast one)."""
+    names = ("tokenizer.json", "tokenizer.model")
+    if not any(os.path.isfile(os.path.join(model_path, n)) for n in names):
+        raise FileNotFoundError(f"no tokenizer in {model_path}: expected one of {', '.join(names)}")
+    return AutoTokenizer.from_pretrained(model_path, use_fast=True)
+
+
 def as_compressor(compressor) -> Compressor | None:
     """Accept a :class:`Compressor`, a method name, a ``{"name": ..., **options}`` dict or None."""
     if compressor is None or isinstance(compressor, Compressor):
@@ -119,7 +128,7 @@ def load_pretrained_model(
         dtype = torch.float16 if on_cuda else torch.float32
     attn = _attn_impl(use_flash_attn, attn_implementation)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True)
+    tokenizer = load_tokenizer(model_path)
     (config_cls, model_cls), raw = _llava_classes(model_path, model_name)
     if raw.get("mm_vision_tower") is None:  # a plain language model
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attn, **load_kwargs)
