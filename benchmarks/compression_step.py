@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from llava.compression import AnyResLayout, build_compressor
 from llava.testing.tiny_checkpoint import V16_PINPOINTS
 
-from .common import DTYPES, environment, format_table, resolve_device, sync, write_json
+from .common import DTYPES, environment, format_table, ratio_arg, resolve_device, sync, write_json
 
 METHODS = ("globalcom2", "fastervlm", "uniform_random", "none")
 TARGET_MS = 2.0
@@ -261,19 +261,12 @@ def profile(args) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
 
-def _ratio(text: str) -> float:
-    v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"retention ratios must be in (0, 1], got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.compression_step", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--layouts", nargs="+", default=["faithful", "reference"], choices=["faithful", "reference"])
-    ap.add_argument("--ratios", nargs="+", type=_ratio, default=[1.0, 0.75, 0.5, 0.25, 0.1])
+    ap.add_argument("--ratios", nargs="+", type=ratio_arg, default=[1.0, 0.75, 0.5, 0.25, 0.1])
     ap.add_argument("--images", nargs="+", type=lambda s: tuple(int(x) for x in s.lower().split("x")),
                     default=[(672, 672), (1000, 600)], help="image sizes WxH (default 672x672 1000x600)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=list(DTYPES))

@@ -46,6 +46,7 @@ from .common import (
     MemoryProbe,
     environment,
     format_table,
+    ratio_arg,
     resolve_device,
     resolve_dtype,
     summary,
@@ -395,13 +396,6 @@ def plot(payload: dict, path: str) -> str:
     return path
 
 
-def _ratio(text: str) -> float:
-    v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"retention ratios must be in (0, 1], got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -411,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model-path", default=None, help="benchmark a real local checkpoint instead")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(COMPRESSORS),
                     help="methods (default: %(default)s); the uncompressed baseline is always run")
-    ap.add_argument("--ratios", nargs="+", type=_ratio, default=list(DEFAULT_RATIOS),
+    ap.add_argument("--ratios", nargs="+", type=ratio_arg, default=list(DEFAULT_RATIOS),
                     help="retention ratios (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per configuration (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed passes per configuration first (default 1)")
