@@ -16,6 +16,7 @@ from .methods import (
     NoCompression,
     ScoreRequest,
     Selection,
+    TopKCompressor,
     UniformRandom,
     build_compressor,
     option_names,
@@ -24,6 +25,6 @@ from .scoring import SCORE_KINDS, cls_attention_scores, neg_cos_scores
 
 __all__ = [
     "AnyResLayout", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM", "GlobalCom2",
-    "NoCompression", "SCORE_KINDS", "ScoreRequest", "Selection", "UniformRandom", "build_compressor",
+    "NoCompression", "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "UniformRandom", "build_compressor",
     "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack", "pack_indices", "topk_mask",
 ]

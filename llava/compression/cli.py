@@ -10,8 +10,6 @@ compressor (``None`` for ``none``). Options a method does not take are rejected 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from .methods import COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
 from .scoring import SCORE_KINDS
@@ -62,9 +60,3 @@ def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
 def compression_config(compressor: Compressor | None) -> dict:
     """The resolved configuration as a plain dict (what gets written next to results)."""
     return {"name": "none"} if compressor is None else compressor.to_dict()
-
-
-def save_compression_config(path: str, compressor: Compressor | None, extra: dict | None = None) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"compression": compression_config(compressor), **(extra or {})}, f, indent=2)

@@ -138,21 +138,24 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor, k_max: int | None = N
     it (default ``N``). Selection is ``torch.topk``'s (as in the authors' release); ``-inf``
     entries are ranked last, so they are kept only if ``k`` asks for them.
     """
-    n = scores.shape[-1]
-    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     if isinstance(k, int):
-        return mask.scatter_(-1, scores.topk(k, dim=-1, sorted=False).indices, True)
-    k_max = n if k_max is None else min(int(k_max), n)
+        return _mask_at(scores, scores.topk(k, dim=-1, sorted=False).indices)
+    k_max = scores.shape[-1] if k_max is None else min(int(k_max), scores.shape[-1])
     top = scores.topk(k_max, dim=-1).indices  # sorted: the first k of each row are its top k
-    return mask.scatter_(-1, top, _arange(k_max, scores.device) < k.unsqueeze(-1))
+    return _mask_at(scores, top, _arange(k_max, scores.device) < k.unsqueeze(-1))
 
 
 def thumbnail_topk(scores: torch.Tensor, k: int, ordered: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Top-``k`` of the thumbnail scores ``[N]``: ``(mask [N], indices by descending score or
     None)`` — both from one ``topk``, so the mask and the order always agree."""
     top = scores.topk(k, sorted=ordered).indices
-    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(0, top, True)
-    return mask, (top if ordered else None)
+    return _mask_at(scores, top), (top if ordered else None)
+
+
+def _mask_at(like: torch.Tensor, index: torch.Tensor, value: torch.Tensor | bool = True) -> torch.Tensor:
+    """A bool tensor shaped like ``like``, ``value`` at ``index`` along the last dim."""
+    mask = torch.zeros(like.shape, dtype=torch.bool, device=like.device)
+    return mask.scatter_(-1, index, value)
 
 
 def region_scores(thumb_scores: torch.Tensor, layout: AnyResLayout, reduce: str = "sum") -> torch.Tensor:

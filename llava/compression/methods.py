@@ -133,36 +133,56 @@ class NoCompression(Compressor):
 
 
 @dataclass(frozen=True)
-class _PerViewTopK(Compressor):
-    """Every view keeps ``⌊N_v·R⌋`` of its own unpadded tokens by its own score."""
+class TopKCompressor(Compressor):
+    """Template for methods that keep top-scored tokens: the thumbnail keeps its top
+    ``⌊N·R⌋``; crop ``j`` keeps its top ``⌊N_j·r_j⌋`` unpadded tokens. Subclasses choose the
+    scores (:meth:`token_scores`, :meth:`crop_scores`) and the budgets (:meth:`budgets`,
+    bounded by :meth:`max_budget`); by default every crop gets ``r_j = R`` and ranks its
+    tokens by its own score."""
 
     retention_ratio: float = 0.25
+    #: Whether the per-crop budgets are worth reporting (adaptive) or just R everywhere.
+    reports_budgets: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()
         _check_ratio(self.retention_ratio)
 
-    def view_scores(self, layout: AnyResLayout, scores, views) -> torch.Tensor:
-        raise NotImplementedError
+    def token_scores(self, scores: torch.Tensor | None, views: torch.Tensor) -> torch.Tensor:
+        """``[V, N]`` float32 scores of every view's tokens."""
+        if scores is None:
+            raise ValueError(f"{self.name} needs vision-tower scores; run it through the model")
+        return scores.float()
+
+    def budgets(self, layout: AnyResLayout, thumb: torch.Tensor, thumb_keep: torch.Tensor) -> torch.Tensor:
+        """Per-crop retention ratios ``r_j`` ``[n]`` (float64)."""
+        return torch.full((layout.n_crops,), float(self.retention_ratio), dtype=torch.float64, device=thumb.device)
+
+    def max_budget(self) -> float:
+        """A host-side bound on every ``r_j`` (so no sync is needed to size the top-k)."""
+        return self.retention_ratio
+
+    def crop_scores(self, layout: AnyResLayout, s: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``[n, N]`` ranking scores of the crop tokens, ``-inf`` on the letterbox."""
+        return s[1:].masked_fill(~valid, Fn.NEG_INF)
 
     def select(self, layout, scores, views):
-        s = self.view_scores(layout, scores, views).float()  # [V, N]
-        device = s.device
+        s = self.token_scores(scores, views)  # [V, N]
+        thumb, device = s[0], s.device
         k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
-        thumb_keep, order = Fn.thumbnail_topk(s[0], k_thumb, ordered=self.layout == "reference")
+        thumb_keep, order = Fn.thumbnail_topk(thumb, k_thumb, ordered=self.layout == "reference")
         if layout.n_crops == 0:
             return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
-        valid = Fn.crop_valid_mask(layout, device)
-        r = torch.full((layout.n_crops,), float(self.retention_ratio), dtype=torch.float64, device=device)
+        r = self.budgets(layout, thumb, thumb_keep)
         k = Fn.budget_counts(r, Fn.crop_token_counts(layout, device))
-        k_max = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
-        # letterbox tokens score -inf and k_j ≤ N_j, so they are never kept
-        crop_keep = Fn.topk_mask(s[1:].masked_fill(~valid, Fn.NEG_INF), k, k_max)
-        return Selection(thumb_keep, crop_keep, thumb_order=order)
+        k_max = math.ceil(layout.tokens_per_view * self.max_budget())
+        ranking = self.crop_scores(layout, s, Fn.crop_valid_mask(layout, device))
+        crop_keep = Fn.topk_mask(ranking, k, k_max)  # letterbox tokens are -inf and k_j ≤ N_j
+        return Selection(thumb_keep, crop_keep, budgets=r if self.reports_budgets else None, thumb_order=order)
 
 
 @dataclass(frozen=True)
-class FasterVLM(_PerViewTopK):
+class FasterVLM(TopKCompressor):
     """FasterVLM: top-R of each view by its own [CLS] attention (post-softmax, penultimate
     layer, head mean), the same ratio in every view, kept in raster order."""
 
@@ -177,26 +197,21 @@ class FasterVLM(_PerViewTopK):
     def score_request(self):
         return ScoreRequest(self.score, self.score_layer)
 
-    def view_scores(self, layout, scores, views):
-        if scores is None:
-            raise ValueError("fastervlm needs vision-tower scores; run it through the model")
-        return scores
-
 
 @dataclass(frozen=True)
-class UniformRandom(_PerViewTopK):
+class UniformRandom(TopKCompressor):
     """A sanity floor: every view keeps a random ``⌊N_v·R⌋`` of its tokens (seeded)."""
 
     name: ClassVar[str] = "uniform_random"
     seed: int = 0
 
-    def view_scores(self, layout, scores, views):
+    def token_scores(self, scores, views):
         gen = torch.Generator(device=views.device).manual_seed(self.seed)
         return torch.rand(views.shape[:2], generator=gen, device=views.device)
 
 
 @dataclass(frozen=True)
-class GlobalCom2(Compressor):
+class GlobalCom2(TopKCompressor):
     """GlobalCom²: the thumbnail commands the crops.
 
     1. thumbnail: keep its top ``⌊N·R⌋`` tokens by [CLS] score;
@@ -206,7 +221,7 @@ class GlobalCom2(Compressor):
     """
 
     name: ClassVar[str] = "globalcom2"
-    retention_ratio: float = 0.25
+    reports_budgets: ClassVar[bool] = True
     temperature: float = 10.0
     alpha: float = 0.5
     allocation: str = "softmax_sum"
@@ -217,7 +232,6 @@ class GlobalCom2(Compressor):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_ratio(self.retention_ratio)
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
@@ -229,7 +243,7 @@ class GlobalCom2(Compressor):
         return ScoreRequest(self.score, self.score_layer)
 
     def max_budget(self) -> float:
-        """A host-side bound on every ``r_j`` (``σ_j − mean σ < 1`` for the softmax rules)."""
+        """``σ_j − mean σ < 1`` bounds the softmax rules by ``2R``; n_top-k can reach 1."""
         if self.allocation == "uniform":
             return self.retention_ratio
         if self.allocation == "ntopk":
@@ -237,32 +251,17 @@ class GlobalCom2(Compressor):
         return min(1.0, 2.0 * self.retention_ratio)
 
     def budgets(self, layout: AnyResLayout, thumb: torch.Tensor, thumb_keep: torch.Tensor) -> torch.Tensor:
-        """Per-crop retention ratios ``r_j`` ``[n]`` (float64)."""
         R = self.retention_ratio
         if self.allocation == "uniform":
-            return torch.full((layout.n_crops,), float(R), dtype=torch.float64, device=thumb.device)
+            return super().budgets(layout, thumb, thumb_keep)
         if self.allocation == "ntopk":
             counts = Fn.region_scores(thumb_keep.to(thumb.dtype), layout, "sum")
             return Fn.count_budgets(counts, R)
         reduce = "sum" if self.allocation == "softmax_sum" else "max"
         return Fn.softmax_budgets(Fn.region_scores(thumb, layout, reduce), R, self.temperature)
 
-    def select(self, layout, scores, views):
-        if scores is None:
-            raise ValueError("globalcom2 needs vision-tower scores; run it through the model")
-        s = scores.float()
-        thumb = s[0]
-        k_thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
-        thumb_keep, order = Fn.thumbnail_topk(thumb, k_thumb, ordered=self.layout == "reference")
-        if layout.n_crops == 0:
-            return Selection(thumb_keep, s.new_zeros(0, s.shape[1], dtype=torch.bool), thumb_order=order)
-        valid = Fn.crop_valid_mask(layout, s.device)
-        r = self.budgets(layout, thumb, thumb_keep)
-        k = Fn.budget_counts(r, Fn.crop_token_counts(layout, s.device))
-        k_max = math.ceil(layout.tokens_per_view * self.max_budget())
-        combined = Fn.combine_scores(Fn.global_score_map(thumb, layout), s[1:], valid, self.alpha)
-        crop_keep = Fn.topk_mask(combined, k, k_max)  # letterbox tokens are -inf, k_j ≤ N_j
-        return Selection(thumb_keep, crop_keep, budgets=r, thumb_order=order)
+    def crop_scores(self, layout, s, valid):
+        return Fn.combine_scores(Fn.global_score_map(s[0], layout), s[1:], valid, self.alpha)
 
 
 COMPRESSORS: dict[str, type[Compressor]] = {
