@@ -93,12 +93,11 @@ def synthetic_image(size: tuple[int, int]) -> Image.Image:
 
 def build_inputs(model, tokenizer, processor, image: Image.Image, device, dtype):
     """``(input_ids [1, L], images [1, V, 3, S, S], image_sizes)`` for the vicuna_v1 prompt."""
-    from llava.eval.run_llava import build_prompt
+    from llava.conversation import build_chat_prompt
 
-    prompt = build_prompt(QUERY, model.config, "llava_v1")
+    prompt = build_chat_prompt(QUERY, model.config, "llava_v1")
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(device)
-    images = process_images([image], processor, model.config)
-    images = images.to(device, dtype) if isinstance(images, torch.Tensor) else [x.to(device, dtype) for x in images]
+    images = process_images([image], processor, model.config, device=device, dtype=dtype)
     return input_ids, images, [image.size]
 
 

@@ -157,6 +157,34 @@ conv_templates: dict[str, Conversation] = {
 }
 
 
+def build_chat_prompt(query: str, model_config, conv_mode: str, has_image: bool = True) -> str:
+    """One user turn in template ``conv_mode``, ready for the model to answer.
+
+    With ``has_image``, the image placeholder goes where the query says
+    (``<image-placeholder>``), or stays where the query already has ``<image>``, or is put
+    in front on its own line — wrapped in start/end tokens if the model was trained so.
+    """
+    from llava.constants import (
+        DEFAULT_IM_END_TOKEN,
+        DEFAULT_IM_START_TOKEN,
+        DEFAULT_IMAGE_TOKEN,
+        IMAGE_PLACEHOLDER,
+    )
+
+    if has_image:
+        image_token = DEFAULT_IMAGE_TOKEN
+        if getattr(model_config, "mm_use_im_start_end", False):
+            image_token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
+        if IMAGE_PLACEHOLDER in query:
+            query = query.replace(IMAGE_PLACEHOLDER, image_token)
+        elif DEFAULT_IMAGE_TOKEN not in query:
+            query = image_token + "\n" + query
+    conv = get_conv_template(conv_mode)
+    conv.append_message(conv.roles[0], query)
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
 def get_conv_template(name: str) -> Conversation:
     """A fresh copy of template ``name``; unknown names raise with the valid ones."""
     if name not in conv_templates:

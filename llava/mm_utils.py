@@ -231,11 +231,14 @@ def process_anyres_image(image: Image.Image, processor, grid_pinpoints) -> torch
     return _pixel_values(processor, [thumbnail, *crops])
 
 
-def process_images(images: list[Image.Image], image_processor, model_cfg) -> torch.Tensor | list[torch.Tensor]:
+def process_images(
+    images: list[Image.Image], image_processor, model_cfg, device=None, dtype: torch.dtype | None = None
+) -> torch.Tensor | list[torch.Tensor]:
     """Preprocess images the way the model config says (``image_aspect_ratio``).
 
     For ``anyres`` the result is a list of ``[views, 3, S, S]`` tensors (stacked into one
     tensor when all images have the same number of views, as the original code does).
+    ``device``/``dtype`` (optional) move the result where the model is.
     """
     images = [to_rgb(im) for im in images]
     aspect = getattr(model_cfg, "image_aspect_ratio", None)
@@ -245,7 +248,8 @@ def process_images(images: list[Image.Image], image_processor, model_cfg) -> tor
     elif aspect and aspect.startswith("anyres"):
         out = [process_anyres_image(im, image_processor, model_cfg.image_grid_pinpoints) for im in images]
     else:
-        return _pixel_values(image_processor, images)
+        return _pixel_values(image_processor, images).to(device=device, dtype=dtype)
+    out = [x.to(device=device, dtype=dtype) for x in out]
     if all(x.shape == out[0].shape for x in out):
         return torch.stack(out, dim=0)
     return out

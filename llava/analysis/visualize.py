@@ -189,9 +189,7 @@ def main(argv=None) -> str:
     _, model, processor, _ = load_pretrained_model(args.model_path, None, name, device=args.device,
                                                    compressor=compressor)
     image = load_image(args.image_file)
-    views = process_images([image], processor, model.config)
-    views = views.to(model.device, model.dtype) if isinstance(views, torch.Tensor) else [
-        v.to(model.device, model.dtype) for v in views]
+    views = process_images([image], processor, model.config, device=model.device, dtype=model.dtype)
     with torch.inference_mode():
         model.images_to_tokens(views, [image.size])
     record = model.last_images[0]

@@ -492,18 +492,9 @@ class Generator:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.unk_token_id or 0)
 
     def chat_prompt(self, text: str, has_image: bool) -> str:
-        from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
-        from llava.conversation import get_conv_template
+        from llava.conversation import build_chat_prompt
 
-        if has_image:
-            token = DEFAULT_IMAGE_TOKEN
-            if getattr(self.model.config, "mm_use_im_start_end", False):
-                token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
-            text = token + "\n" + text
-        conv = get_conv_template(self.args.conv_mode)
-        conv.append_message(conv.roles[0], text)
-        conv.append_message(conv.roles[1], None)
-        return conv.get_prompt()
+        return build_chat_prompt(text, self.model.config, self.args.conv_mode, has_image)
 
     def load_image(self, item: Item):
         from llava.mm_utils import ImageLoadError, load_image, load_image_from_base64
@@ -589,11 +580,7 @@ class Generator:
         kwargs: dict[str, Any] = {}
         present = [im for im in images if im is not None]
         if present:
-            pix = process_images(present, self.image_processor, model.config)
-            if isinstance(pix, list):
-                pix = [p.to(model.device, dtype=model.dtype) for p in pix]
-            else:
-                pix = pix.to(model.device, dtype=model.dtype)
+            pix = process_images(present, self.image_processor, model.config, device=model.device, dtype=model.dtype)
             kwargs = {"images": pix, "image_sizes": [im.size for im in present]}
         sampling = a.temperature > 0
         with torch.inference_mode():

@@ -18,13 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llava.compression.cli import add_compression_args, compressor_from_args
-from llava.constants import (
-    DEFAULT_IM_END_TOKEN,
-    DEFAULT_IM_START_TOKEN,
-    DEFAULT_IMAGE_TOKEN,
-    IMAGE_PLACEHOLDER,
-)
-from llava.conversation import get_conv_template
+from llava.conversation import build_chat_prompt
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 
@@ -38,21 +32,6 @@ def default_conv_mode(model_name: str) -> str:
     if "v1.6-34b" in name:
         return "chatml_direct"
     return "llava_v1"
-
-
-def build_prompt(query: str, model_config, conv_mode: str) -> str:
-    """The chat prompt with exactly one image placeholder, as the original CLI builds it."""
-    image_token = DEFAULT_IMAGE_TOKEN
-    if getattr(model_config, "mm_use_im_start_end", False):
-        image_token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
-    if IMAGE_PLACEHOLDER in query:
-        query = re.sub(IMAGE_PLACEHOLDER, image_token, query)
-    elif DEFAULT_IMAGE_TOKEN not in query:
-        query = image_token + "\n" + query
-    conv = get_conv_template(conv_mode)
-    conv.append_message(conv.roles[0], query)
-    conv.append_message(conv.roles[1], None)
-    return conv.get_prompt()
 
 
 class _FirstTokenClock(StoppingCriteria):
@@ -78,17 +57,13 @@ def eval_model(args) -> str:
     )
     t_load = time.perf_counter() - t0
     conv_mode = args.conv_mode or default_conv_mode(model_name)
-    prompt = build_prompt(args.query, model.config, conv_mode)
+    prompt = build_chat_prompt(args.query, model.config, conv_mode)
 
     t1 = time.perf_counter()
     files = [f for f in re.split(re.escape(args.sep), args.image_file) if f]
     images = [load_image(f) for f in files]
     image_sizes = [im.size for im in images]
-    images_tensor = process_images(images, image_processor, model.config)
-    if isinstance(images_tensor, list):
-        images_tensor = [x.to(model.device, dtype=model.dtype) for x in images_tensor]
-    else:
-        images_tensor = images_tensor.to(model.device, dtype=model.dtype)
+    images_tensor = process_images(images, image_processor, model.config, device=model.device, dtype=model.dtype)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(model.device)
     t_pre = time.perf_counter() - t1
 
