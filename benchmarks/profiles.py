@@ -72,7 +72,7 @@ def build_profile_model(profile: str, dtype: torch.dtype = torch.float32, device
     """A random LLaVA-NeXT (Llama) built in memory → ``(tokenizer, model, image_processor, note)``."""
     from transformers import CLIPVisionConfig
 
-    from llava.model.multimodal_encoder.builder import _default_processor, build_image_processor
+    from llava.model.multimodal_encoder.builder import build_image_processor, default_processor_settings
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
@@ -80,7 +80,7 @@ def build_profile_model(profile: str, dtype: torch.dtype = torch.float32, device
     raw, vision = profile_config(profile, len(tokenizer))
     model = random_model(raw, CLIPVisionConfig(**vision).to_dict(), seed)
     model.to(device=device, dtype=dtype).eval()
-    processor = build_image_processor(_default_processor(vision["image_size"]))
+    processor = build_image_processor(default_processor_settings(vision["image_size"]))
     return tokenizer, model, processor, PROFILES[profile].note
 
 

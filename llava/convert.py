@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 
 import torch
 from safetensors import safe_open
@@ -109,18 +108,12 @@ def _swap_pinpoints(pins):
     return [[int(b), int(a)] for a, b in pins]
 
 
-def _copy_tokenizer(src: str, dst: str) -> None:
-    for name in os.listdir(src):
-        if name.startswith(("tokenizer", "special_tokens_map", "added_tokens")) or name.endswith(".model"):
-            shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
-
-
 def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None) -> None:
     """Write an HF ``LlavaNextForConditionalGeneration`` folder from an original checkpoint."""
     from transformers import AutoTokenizer, CLIPVisionConfig, LlavaNextConfig
 
     from llava.model.language_model.llava_llama import LlavaConfig
-    from llava.model.multimodal_encoder.builder import resolve_vision_config
+    from llava.model.multimodal_encoder.builder import resolve_vision_config, vision_config_dict
 
     with open(os.path.join(src, "config.json")) as f:
         raw = json.load(f)
@@ -145,7 +138,7 @@ def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None) -> 
     text = {k: raw[k] for k in _ORIGINAL_LLM_KEYS if k in raw}
     text.update(model_type="mistral" if is_mistral else "llama", vocab_size=new_vocab)
     text.setdefault("tie_word_embeddings", False)
-    vision = {k: v for k, v in vcfg.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    vision = vision_config_dict(vcfg)
     vision["model_type"] = "clip_vision_model"
     hf = LlavaNextConfig(
         vision_config=CLIPVisionConfig(**vision).to_dict(),
@@ -169,6 +162,8 @@ def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None) -> 
 def hf_to_original(src: str, dst: str) -> None:
     """Write an original-format LLaVA-NeXT folder from an HF ``llava-hf`` one."""
     from transformers import AutoTokenizer, LlavaNextConfig
+
+    from llava.model.multimodal_encoder.builder import default_processor_settings, vision_config_dict
 
     hf = LlavaNextConfig.from_pretrained(src)
     state = {}
@@ -205,13 +200,11 @@ def hf_to_original(src: str, dst: str) -> None:
     os.makedirs(os.path.join(dst, "clip_vision_tower"), exist_ok=True)
     with open(os.path.join(dst, "config.json"), "w") as f:
         json.dump(raw, f, indent=2)
-    vdict = {k: v for k, v in vision.to_dict().items() if not k.startswith("_")}
+    vdict = vision_config_dict(vision)
     with open(os.path.join(dst, "clip_vision_tower", "config.json"), "w") as f:
         json.dump(vdict, f, indent=2)
     proc_src = os.path.join(src, "preprocessor_config.json")
-    from llava.model.multimodal_encoder.builder import _default_processor
-
-    proc = _default_processor(vision.image_size)
+    proc = default_processor_settings(vision.image_size)
     if os.path.isfile(proc_src):
         with open(proc_src) as f:
             given = json.load(f)

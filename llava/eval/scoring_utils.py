@@ -42,7 +42,7 @@ import argparse
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 README_HINT = "see playground/data/eval/README.md"
@@ -113,12 +113,6 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
             return json.load(fh)
         except json.JSONDecodeError as exc:
             raise ScorerInputError(f"{p}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-
-
-def require_keys(obj: dict, keys: Iterable[str], where: str) -> None:
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise ScorerInputError(f"{where}: missing field(s) {', '.join(missing)}")
 
 
 def qid_key(qid: Any) -> str:

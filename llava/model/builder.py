@@ -19,7 +19,7 @@ from llava.compression import Compressor, build_compressor
 
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from .language_model.llava_mistral import LlavaMistralConfig, LlavaMistralForCausalLM
-from .multimodal_encoder.builder import build_image_processor, resolve_vision_config
+from .multimodal_encoder.builder import build_image_processor, resolve_vision_config, vision_config_dict
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def load_pretrained_model(
     config = config_cls.from_dict({k: v for k, v in raw.items() if k != "model_type"})
     vcfg, proc_settings, source = resolve_vision_config(config, model_path, vision_tower_path)
     logger.info("vision tower config from %s", source)
-    config.mm_vision_config = _plain_dict(vcfg.to_dict())
+    config.mm_vision_config = vision_config_dict(vcfg)
     model = model_cls.from_pretrained(model_path, config=config, dtype=dtype, attn_implementation=attn, **load_kwargs)
     _set_attn_everywhere(model, attn)
     if not on_cuda and not (load_8bit or load_4bit):
@@ -147,11 +147,6 @@ def load_pretrained_model(
     image_processor = build_image_processor(proc_settings)
     context_len = getattr(model.config, "max_sequence_length", 2048)
     return tokenizer, model, image_processor, context_len
-
-
-def _plain_dict(d: dict) -> dict:
-    drop = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"}
-    return {k: v for k, v in d.items() if k not in drop and not k.startswith("_")}
 
 
 def _set_attn_everywhere(model, attn: str) -> None:

@@ -88,7 +88,7 @@ def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> s
     from transformers import CLIPVisionConfig
 
     from llava.convert import write_sharded
-    from llava.model.multimodal_encoder.builder import _default_processor
+    from llava.model.multimodal_encoder.builder import default_processor_settings, vision_config_dict
 
     if arch not in ("llama", "mistral"):
         raise ValueError(f"--arch must be llama or mistral, got {arch!r}")
@@ -99,11 +99,11 @@ def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> s
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(raw, f, indent=2)
     vcfg = CLIPVisionConfig(**TINY_CLIP)
-    vdict = {k: v for k, v in vcfg.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    vdict = vision_config_dict(vcfg)
     with open(os.path.join(out_dir, "clip_vision_tower", "config.json"), "w") as f:
         json.dump(vdict, f, indent=2)
     with open(os.path.join(out_dir, "clip_vision_tower", "preprocessor_config.json"), "w") as f:
-        json.dump(_default_processor(336), f, indent=2)
+        json.dump(default_processor_settings(336), f, indent=2)
 
     model = random_model(raw, vdict, seed)
     state = to_original_names(model.state_dict())
@@ -116,11 +116,12 @@ def random_model(raw: dict, vision: dict, seed: int = 0):
     random weights larger than transformers' init, so that attention, [CLS] scores and logits
     are far from uniform (otherwise every compression method would look alike)."""
     from llava.model import LlavaConfig, LlavaLlamaForCausalLM, LlavaMistralConfig, LlavaMistralForCausalLM
+    from llava.model.multimodal_encoder.builder import vision_config_dict
 
     mistral = "Mistral" in (raw.get("architectures") or [""])[0]
     config_cls, model_cls = (LlavaMistralConfig, LlavaMistralForCausalLM) if mistral else (LlavaConfig, LlavaLlamaForCausalLM)
     config = config_cls(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
-    config.mm_vision_config = {k: v for k, v in vision.items() if not k.startswith("_") and k != "transformers_version"}
+    config.mm_vision_config = vision_config_dict(vision)
     torch.manual_seed(seed)
     model = model_cls(config)
     with torch.no_grad():

@@ -49,9 +49,18 @@ def _vision_dict(raw: dict) -> dict:
     return raw.get("vision_config", raw)
 
 
+def vision_config_dict(config) -> dict:
+    """A CLIP vision config (object or dict) as plain JSON keys: no private fields and no
+    provenance (version, architectures, dtype) — what ``mm_vision_config`` and
+    ``clip_vision_tower/config.json`` hold."""
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    drop = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"}
+    return {k: v for k, v in d.items() if k not in drop and not k.startswith("_")}
+
+
 def _clean(d: dict) -> dict:
-    drop = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path"}
-    return {k: v for k, v in d.items() if k not in drop}
+    """Keyword arguments for ``CLIPVisionConfig`` from a stored config dict."""
+    return {k: v for k, v in vision_config_dict(d).items() if k != "model_type"}
 
 
 def resolve_vision_config(model_cfg, model_path: str | None = None, vision_tower_path: str | None = None):
@@ -64,7 +73,7 @@ def resolve_vision_config(model_cfg, model_path: str | None = None, vision_tower
         candidates.append(vision_tower_path)
     saved = getattr(model_cfg, "mm_vision_config", None)
     if saved and not vision_tower_path:
-        proc = _default_processor(saved.get("image_size", 336))
+        proc = default_processor_settings(saved.get("image_size", 336))
         if model_path and os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
             proc = _read_json(os.path.join(model_path, "preprocessor_config.json"))
         return CLIPVisionConfig(**_clean(saved)), proc, "config.json:mm_vision_config"
@@ -91,7 +100,7 @@ def resolve_vision_config(model_cfg, model_path: str | None = None, vision_tower
             raise VisionTowerNotFound(f"vision_tower_path {folder}: missing {cfg_file}")
     if name in _KNOWN_TOWERS:
         geo = _KNOWN_TOWERS[name]
-        return CLIPVisionConfig(**geo), _default_processor(geo["image_size"]), f"built-in:{name}"
+        return CLIPVisionConfig(**geo), default_processor_settings(geo["image_size"]), f"built-in:{name}"
     raise VisionTowerNotFound(
         f"cannot find the vision tower config for mm_vision_tower={name!r}: looked for "
         f"{', '.join(looked) or '(no local folder)'} and the built-in towers {sorted(_KNOWN_TOWERS)}. "
@@ -99,7 +108,7 @@ def resolve_vision_config(model_cfg, model_path: str | None = None, vision_tower
     )
 
 
-def _default_processor(side: int) -> dict:
+def default_processor_settings(side: int) -> dict:
     return {
         "do_resize": True, "size": {"shortest_edge": side}, "resample": 3,
         "do_center_crop": True, "crop_size": {"height": side, "width": side},
