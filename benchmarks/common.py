@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from llava.utils import synchronize
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -46,20 +48,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native_bf16 else torch.float32
 
 
-def sync(device: torch.device | str) -> None:
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any]:
     """``(seconds, result)`` of one call, with the device synchronised on both sides."""
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     out = fn()
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - t0, out
 
 
@@ -127,7 +123,7 @@ class MemoryProbe:
         return r / 2**20 if sys.platform == "darwin" else r / 1024.0
 
     def start(self) -> None:
-        sync(self.device)
+        synchronize(self.device)
         if self.method.startswith("cuda"):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -142,7 +138,7 @@ class MemoryProbe:
 
     def stop(self) -> dict[str, float]:
         """``{"peak_mb": absolute peak, "delta_mb": peak − live at start}`` (MiB)."""
-        sync(self.device)
+        synchronize(self.device)
         if self.method.startswith("cuda"):
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
         elif self.method == "rss_hwm_reset":

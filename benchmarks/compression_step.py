@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from llava.compression import AnyResLayout, build_compressor
 from llava.testing.tiny_checkpoint import V16_PINPOINTS
+from llava.utils import synchronize
 
-from .common import DTYPES, environment, format_table, ratio_arg, resolve_device, sync, write_json
+from .common import DTYPES, environment, format_table, ratio_arg, resolve_device, write_json
 
 METHODS = ("globalcom2", "fastervlm", "uniform_random", "none")
 TARGET_MS = 2.0
@@ -125,13 +126,13 @@ def release_loop_compress(
 def time_calls(fn, device, repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
-    sync(device)
+    synchronize(device)
     out = []
     for _ in range(repeats):
-        sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
-        sync(device)
+        synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
 

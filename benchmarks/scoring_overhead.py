@@ -34,8 +34,9 @@ from transformers import CLIPVisionConfig
 
 from llava.compression.scoring import cls_attention_scores
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.utils import synchronize
 
-from .common import DTYPES, environment, format_table, resolve_device, resolve_dtype, sync, write_json
+from .common import DTYPES, environment, format_table, resolve_device, resolve_dtype, write_json
 from .profiles import CLIP_L_336
 
 TARGET_PCT = 3.0
@@ -81,10 +82,10 @@ def run(args) -> dict[str, Any]:
         for rep in range(args.repeats):
             shift = rep % len(variants)  # rotate the order, so drifts do not favour one variant
             for v in variants[shift:] + variants[:shift]:
-                sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 call(v)
-                sync(device)
+                synchronize(device)
                 times[v].append(time.perf_counter() - t0)
 
         # The scorer alone, on the very hidden state it receives inside the tower.
@@ -97,10 +98,10 @@ def run(args) -> dict[str, Any]:
             for _ in range(max(args.warmup, 1)):
                 cls_attention_scores(layers[i], h, kind)
             for _ in range(args.scorer_repeats):
-                sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 cls_attention_scores(layers[i], h, kind)
-                sync(device)
+                synchronize(device)
                 scorer[(kind, layer)].append(time.perf_counter() - t0)
 
     plain = statistics.median(times[None])

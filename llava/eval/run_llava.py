@@ -21,6 +21,7 @@ from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.conversation import build_chat_prompt
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.utils import synchronize
 
 
 def default_conv_mode(model_name: str) -> str:
@@ -42,8 +43,7 @@ class _FirstTokenClock(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         if self.first is None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             self.first = time.perf_counter()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 

@@ -26,6 +26,7 @@ from llava.compression import (
 )
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.utils import synchronize
 
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.builder import build_vision_projector
@@ -148,12 +149,12 @@ class LlavaMetaForCausalLM:
             yield
             return
         device = self.device
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            _sync(device)
+            synchronize(device)
             self.stage_times[name] = self.stage_times.get(name, 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------------ splicing
@@ -221,11 +222,6 @@ class LlavaMetaForCausalLM:
             inputs_embeds,
             new_labels if keep_labels else None,
         )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _pad(seqs: list[torch.Tensor], labels: list[torch.Tensor], side: str):
