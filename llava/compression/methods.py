@@ -1,8 +1,9 @@
 """Compression methods: small frozen configs behind one registry.
 
 Every method follows one template (:meth:`Compressor.compress`): ``select`` decides which
-thumbnail and crop tokens to keep, ``pack_indices`` lays them out, ``gather_tokens`` copies
-them. A new method is usually one ``select``.
+thumbnail and crop tokens to keep, ``pack`` lays them out, ``gather_tokens`` copies (and
+projects) them. Top-k methods share :class:`TopKCompressor`, so a new one is usually a
+``token_scores``, ``budgets`` or ``crop_scores`` override.
 """
 
 from __future__ import annotations
