@@ -10,6 +10,7 @@ compressor (``None`` for ``none``). Options a method does not take are rejected 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .methods import COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
 from .scoring import SCORE_KINDS
@@ -55,6 +56,28 @@ def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
         raise SystemExit(f"error: --compression {name} does not take {flags}")
     comp = build_compressor(name, **given)
     return None if name == "none" else comp
+
+
+def option_value(option: str, value: Any) -> Any:
+    """``value`` as the type the option's flag takes — for callers whose values arrive loosely
+    typed (``"0.25"``, or ``-1.0`` for ``score_layer`` from a ``key=value`` string). A value that
+    does not fit raises ``ValueError`` naming the option."""
+    kind = _FLAGS[option].get("type", str)
+    if kind is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            try:
+                return int(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{option} must be an integer, got {value!r}") from None
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{option} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{option} must be a number, got {value!r}") from None
+    return str(value)
 
 
 def compression_config(compressor: Compressor | None) -> dict:

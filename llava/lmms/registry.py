@@ -1,0 +1,16 @@
+"""The ``lmms_eval.models`` entry point: lmms-eval calls :func:`manifests` when it builds its
+model registry, so ``--model llava_gc2`` works once this package is installed."""
+
+from __future__ import annotations
+
+
+def manifests() -> list:
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [ModelManifest(model_id=name, simple_class_path=path) for name, path in MODELS.items()]
+
+
+#: lmms-eval model name → class.
+MODELS: dict[str, str] = {
+    "llava_gc2": "llava.lmms.llava_gc2.LlavaGC2",
+}
