@@ -261,8 +261,9 @@ BAD_INPUTS = {
                                  "--compression fastervlm does not take --alpha"),
     # the model-side checks (load_pretrained_model raises ValueError with a one-line message)
     "score_layer_99": (lambda ck, tmp: (ck, ["--score-layer", "99"]), "layer"),
-    "bad_torch_dtype": (lambda ck, tmp: (_bad_checkpoint(ck, tmp, torch_dtype="float17"), ["--dtype", "auto"]),
-                        "float17"),
+    "bad_torch_dtype": (lambda ck, tmp: (_bad_checkpoint(ck, tmp, torch_dtype="float17"), []), "float17"),
+    "bad_torch_dtype_auto": (lambda ck, tmp: (_bad_checkpoint(ck, tmp, torch_dtype="float17"), ["--dtype", "auto"]),
+                             "--dtype auto: "),
 }
 
 
@@ -313,3 +314,22 @@ def test_model_set_up_errors_are_one_line(exc, tiny_ckpt, vqa, tmp_path, capsys,
     out = tmp_path / "ans" / "answers.jsonl"
     assert _refused(loader_args(tiny_ckpt, vqa, out), capsys) == f"error: {exc}"
     assert not out.exists() and not list((tmp_path / "ans").glob("*.json"))
+
+
+def test_dtype_flag_reaches_the_loader_and_the_record(tiny_ckpt, vqa, tmp_path, capsys, monkeypatch):
+    """--dtype: default float32 on CPU, a name as given, auto = the checkpoint's torch_dtype."""
+    import torch
+
+    import llava.model.builder
+
+    seen = []
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs["dtype"])
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(llava.model.builder, "load_pretrained_model", capture)
+    bf16 = checkpoint_variant(tiny_ckpt, tmp_path / "bf16", {"torch_dtype": "bfloat16"})
+    for k, (ckpt, extra) in enumerate([(tiny_ckpt, []), (tiny_ckpt, ["--dtype", "float16"]), (bf16, ["--dtype", "auto"])]):
+        _refused(loader_args(ckpt, vqa, tmp_path / f"a{k}.jsonl", *extra), capsys)
+    assert seen == [torch.float32, torch.float16, torch.bfloat16]

@@ -52,12 +52,13 @@ def run(args: argparse.Namespace, items: list[Item], *, driver: str, prompt_opti
     items = get_chunk(items, args.num_chunks, args.chunk_idx)
     dist = Dist()
     try:
+        checkpoint = checkpoint_identity(args.model_path)
         device = resolve_device(args.device, dist.local_rank, dist.world)
-        dtype = resolve_dtype(args.dtype, device)
+        dtype = resolve_dtype(args.dtype, device, args.model_path)
+        cfg = run_config(args, driver=driver, model_name=model_name, checkpoint=checkpoint, dtype=dtype,
+                         compression=compression_config(compressor), prompt_options=prompt_options or {},
+                         questions=questions, world_size=dist.world)
         with AnswersLock(args.answers_file) if dist.is_main else nullcontext():
-            cfg = run_config(args, driver=driver, model_name=model_name, checkpoint=checkpoint_identity(args.model_path),
-                             dtype=dtype, compression=compression_config(compressor),
-                             prompt_options=prompt_options or {}, questions=questions, world_size=dist.world)
             return _run_locked(args, items, cfg, dist, driver, model_name, compressor, device, dtype)
     finally:
         dist.close()

@@ -4,6 +4,7 @@ flag is a one-line error before the question file is even read."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 
@@ -99,11 +100,25 @@ def resolve_device(device: str | None, local_rank: int = 0, world: int = 1) -> s
     return device
 
 
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """The weights dtype a run uses: ``--dtype``, else float16 on CUDA and float32 elsewhere."""
-    if dtype is not None:
+def resolve_dtype(dtype: str | None, device: str, model_path: str) -> str:
+    """The weights dtype a run uses, by name: ``--dtype``; ``auto`` = the checkpoint's
+    ``torch_dtype``; by default float16 on CUDA (as the original scripts) and float32 elsewhere."""
+    if dtype is None:
+        return "float16" if device.startswith("cuda") else "float32"
+    if dtype != "auto":
         return dtype
-    return "float16" if device.startswith("cuda") else "float32"
+    config = os.path.join(model_path, "config.json")
+    try:
+        with open(config, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise RunError(f"--dtype auto: cannot read {config} ({e})") from None
+    value = raw.get("torch_dtype", raw.get("dtype")) if isinstance(raw, dict) else None
+    name = str(value).removeprefix("torch.")
+    if name not in DTYPES[1:]:
+        raise RunError(f"--dtype auto: {config} has torch_dtype {value!r}, not one of {', '.join(DTYPES[1:])}; "
+                       "pass --dtype explicitly")
+    return name
 
 
 __all__ = ["DTYPES", "build_parser", "check_args", "resolve_device", "resolve_dtype", "same_path"]

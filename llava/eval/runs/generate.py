@@ -204,7 +204,7 @@ def _reason(e: Exception) -> str:
 def _torch_dtype(name: str):
     import torch
 
-    return "auto" if name == "auto" else getattr(torch, name)
+    return getattr(torch, name)
 
 
 def _is_fatal(e: BaseException) -> bool:
