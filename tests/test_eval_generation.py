@@ -193,15 +193,6 @@ def test_errors_are_recorded_and_retried(tiny_ckpt, vqa, reference, tmp_path):
     assert "decompression bomb" in recs[-1]["error"]  # still an error entry, the run went on
 
 
-def _generator(tiny, args) -> Generator:
-    """A :class:`Generator` around the session's tiny model (no second load)."""
-    gen = Generator.__new__(Generator)
-    gen.tokenizer, gen.model, gen.image_processor, _ = tiny
-    gen.args, gen.model_name, gen.device, gen.compression = args, "tiny", "cpu", {"name": "none"}
-    gen.pad_id, gen._failures = 0, 0
-    return gen
-
-
 def test_overlong_prompt_is_an_error_entry_and_only_that_one(tiny, model, monkeypatch):
     """The model raises PromptTooLongError for a batch holding an overlong prompt (as the
     model does instead of cutting it); the batch is retried one by one and only that question
@@ -210,7 +201,8 @@ def test_overlong_prompt_is_an_error_entry_and_only_that_one(tiny, model, monkey
 
     args = argparse.Namespace(conv_mode="vicuna_v1", temperature=0.0, top_p=None, num_beams=1, max_new_tokens=3,
                               image_folder="")
-    gen = _generator(tiny, args)
+    tokenizer, _, image_processor, _ = tiny
+    gen = Generator(args, "tiny", tokenizer, model, image_processor)
     limit = 80
     generate = model.generate
 

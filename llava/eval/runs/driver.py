@@ -12,7 +12,7 @@ from .checkpoint import checkpoint_identity
 from .dist import Dist
 from .errors import RunError, RunFailed
 from .flags import check_args, resolve_device, resolve_dtype
-from .generate import Generator
+from .generate import load_generator
 from .lock import AnswersLock
 from .questions import Item, get_chunk, questions_fingerprint, record_key
 from .run_config import check_answers_belong, check_resume, run_config, write_records
@@ -81,7 +81,7 @@ def _run_locked(args, items: list[Item], cfg: dict, dist: Dist, driver: str, mod
     records = read_all(answers_file)
     done = {record_key(r) for r in records if args.keep_errors or "error" not in r}
     todo = [it for it in items if it.key not in done]
-    gen = Generator(args, model_name, compressor, device, dtype) if todo else None
+    gen = load_generator(args, model_name, compressor, device, dtype) if todo else None
     dist.barrier()  # every rank has its todo list before rank 0 rewrites the file
     if dist.is_main:
         consolidate(answers_file, items)

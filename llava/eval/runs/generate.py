@@ -20,25 +20,36 @@ from .errors import RunError, RunFailed
 from .questions import Item
 
 
+def load_generator(args: argparse.Namespace, model_name: str, compressor, device: str, dtype: str) -> Generator:
+    """Load the run's model; what the loader refuses (a score layer the tower lacks, a bad
+    ``torch_dtype``, ...) becomes a :class:`RunError` with the loader's one-line message."""
+    import torch
+
+    from llava.model.builder import load_pretrained_model
+
+    try:
+        tokenizer, model, image_processor, _ = load_pretrained_model(
+            args.model_path, args.model_base, model_name, device=device, compressor=compressor,
+            attn_implementation=args.attn_implementation, dtype=getattr(torch, dtype))
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        raise RunError(str(e)) from None
+    return Generator(args, model_name, tokenizer, model, image_processor)
+
+
 class Generator:
-    """Model, tokenizer and prompt building for one run; ``answer(items)`` → answer records."""
+    """Model, tokenizer and prompt building for one run; ``answer(items)`` → answer records.
+    ``args`` supplies the generation flags (``conv_mode``, ``temperature``, ``top_p``,
+    ``num_beams``, ``max_new_tokens``) and ``image_folder``."""
 
     MAX_CONSECUTIVE_FAILURES = 3
 
-    def __init__(self, args: argparse.Namespace, model_name: str, compressor, device: str, dtype: str):
+    def __init__(self, args: argparse.Namespace, model_name: str, tokenizer, model, image_processor):
         from llava.compression.cli import compression_config
-        from llava.model.builder import load_pretrained_model
 
-        self.args, self.model_name, self.device = args, model_name, device
-        try:
-            self.tokenizer, self.model, self.image_processor, _ = load_pretrained_model(
-                args.model_path, args.model_base, model_name, device=device, compressor=compressor,
-                attn_implementation=args.attn_implementation, dtype=_torch_dtype(dtype))
-        except (ValueError, FileNotFoundError, NotImplementedError) as e:
-            raise RunError(str(e)) from None
-        self.compression = compression_config(self.model.compressor)
-        tok = self.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.unk_token_id or 0)
+        self.args, self.model_name = args, model_name
+        self.tokenizer, self.model, self.image_processor = tokenizer, model, image_processor
+        self.compression = compression_config(model.compressor)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.unk_token_id or 0)
         self._failures = 0
 
     def chat_prompt(self, text: str, has_image: bool) -> str:
@@ -201,16 +212,10 @@ def _reason(e: Exception) -> str:
     return f"generation failed: {type(e).__name__}: {e}"
 
 
-def _torch_dtype(name: str):
-    import torch
-
-    return getattr(torch, name)
-
-
 def _is_fatal(e: BaseException) -> bool:
     import torch
 
     return isinstance(e, (MemoryError, torch.OutOfMemoryError, SystemExit, RunError))
 
 
-__all__ = ["Generator", "error_record"]
+__all__ = ["Generator", "error_record", "load_generator"]
