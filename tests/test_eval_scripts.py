@@ -115,7 +115,8 @@ def make_textvqa(d: Path) -> None:
     for i, (q, ans) in enumerate([("what brand is the camera?", "nikon"), ("what number is shown?", "5")]):
         img_id = f"003a8ae2ef43b90{i}"
         _img(b / "train_images" / f"{img_id}.jpg", size=(50, 30), seed=30 + i)
-        rows.append({"question_id": 34602 + i, "image": f"{img_id}.jpg",
+        # LLaVA's question file puts the image id in question_id (the scorer keys on it)
+        rows.append({"question_id": img_id, "image": f"{img_id}.jpg",
                      "text": f"{q}\nReference OCR token: {ans}, digital" + SUFFIX})
         data.append({"question_id": 34602 + i, "image_id": img_id, "question": q, "answers": [ans] * 10})
     _jsonl(b / "llava_textvqa_val_v051_ocr.jsonl", rows)
@@ -131,7 +132,7 @@ def make_pope(d: Path) -> None:
         q = {"question_id": i + 1, "image": name, "text": "Is there a dog in the image?", "category": cat}
         rows.append(q)
         _jsonl(b / "coco" / f"coco_pope_{cat}.json",
-               [{"question_id": 1, "image": name, "text": q["text"], "label": "yes" if i % 2 else "no"}])
+               [{"question_id": 1, "image": name, "text": q["text"], "label": "yes"}])  # F1 needs a true "yes"
     _jsonl(b / "llava_pope_test.jsonl", rows)
 
 

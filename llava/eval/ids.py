@@ -1,4 +1,9 @@
-"""Question ids: one canonical form for matching answers to questions."""
+"""The one canonical form of a question id, shared by every scorer and converter.
+
+Question files and answer files write ids as JSON numbers or strings (``34602``, ``"34602"``,
+``"artwork/10002.jpg"``), and a float may sneak in through pandas (``34602.0``). Two ids name the
+same question when their canonical forms are equal.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,7 @@ from typing import Any
 
 
 def qid_key(qid: Any) -> str:
-    """Canonical string form of a question id: ``3``, ``3.0`` and ``"3"`` compare equal and
-    surrounding whitespace is ignored; other ids compare as their ``str``."""
+    """Canonical string form of a question id: ``1 == "1" == 1.0 == " 1 "``; ``None`` -> ``"None"``."""
     if isinstance(qid, float) and qid.is_integer():
         qid = int(qid)
     return str(qid).strip()
-
-
-__all__ = ["qid_key"]
