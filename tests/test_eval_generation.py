@@ -339,6 +339,13 @@ def test_mmbench_prompts_rounds_and_image_references(tiny_ckpt, tmp_path):
     assert items[2].fields["option_char"] == ["C", "A", "B"] and items[0].fields["option_char"] == ["A", "B", "C"]
     assert items[3].message.startswith("Which?\nA. x") and items[3].image == img
     assert items[5].error and items[6].error
+    # the original driver's is_none: an option "None" (or NA, nan) ends the options; "3" stays "3"
+    rows[0].update(A="3", B="None", C="c")
+    rows[1].update(A="4", B="NA", hint="None")
+    _tsv(tmp_path / "none.tsv", rows)
+    odd = model_vqa_mmbench.load_questions(str(tmp_path / "none.tsv"))
+    assert [it.fields["options"] for it in odd] == [["3"], ["4"], ["x", "y"]]
+    assert odd[0].prompt == "一个提示\n图中是什么？\nA. 3" and odd[1].prompt == "Which?\nA. 4"
     en = model_vqa_mmbench.load_questions(str(tsv), single_pred_prompt=True, lang="en")
     assert en[1].message.endswith("\nAnswer with the option's letter from the given choices directly.")
     assert en[1].prompt == "Which?\nA. x\nB. y" and len(en) == 3

@@ -5,7 +5,8 @@
 
 TSV columns: ``index, question, hint, A, B, C, D[, E...], answer, category, l2-category, split,
 image`` with ``image`` a base64 string (or the ``index`` of the row holding the image). The
-question asked is ``[hint\\n]question\\nA. ...\\nB. ...`` (options up to the first empty column);
+question asked is ``[hint\\n]question\\nA. ...\\nB. ...`` (options up to the first missing one:
+empty, a pandas NA string such as ``None``/``NA``, or ``nan``, as in the original driver);
 with ``--single-pred-prompt`` it ends with "\\nAnswer with the option's letter from the given
 choices directly." (``--lang en``, default) or "\\n请直接回答选项字母。" (``--lang cn``).
 ``--max-new-tokens`` defaults to 1024, the original driver's fixed value.
@@ -39,7 +40,12 @@ SUFFIX = {
 
 
 def _present(value) -> bool:
-    return value is not None and str(value).strip() != "" and str(value).strip().lower() != "nan"
+    """Not the original driver's ``is_none``: the TSV is read with pandas' default NA strings
+    (empty, ``NA``, ``None``, ``null``, ...), and ``nan`` / ``none`` in any case also count as
+    missing — so an option ``None`` ends the option list, as in the original."""
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return str(value).lower() not in ("nan", "none")
 
 
 def row_options(row: dict) -> list[str]:
@@ -69,7 +75,9 @@ def load_questions(path: str, single_pred_prompt: bool = False, lang: str = "en"
 
     text = read_text(path)
     try:
-        df = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
+        # dtype=str keeps option texts as written ("3", not 3.0); NA strings become NaN as in
+        # the original driver's plain pd.read_table.
+        df = pd.read_csv(io.StringIO(text), sep="\t", dtype=str)
     except Exception as e:  # pandas raises several parser error types
         raise RunError(f"{path}: cannot read TSV ({e})") from None
     missing = [c for c in ("index", "question", "image") if c not in df.columns]
@@ -85,7 +93,7 @@ def load_questions(path: str, single_pred_prompt: bool = False, lang: str = "en"
         except ValueError:
             items.append(Item(raw_idx or None, error=f"malformed row {n}: bad index {raw_idx!r}", line=n))
             continue
-        image = str(row.get("image") or "").strip()
+        image = str(row["image"]).strip() if _present(row.get("image")) else ""
         if len(image) < 64 and image in images:  # a reference to another row's image
             image = str(images[image]).strip()
         options = row_options(row)
