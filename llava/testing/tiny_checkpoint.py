@@ -156,10 +156,36 @@ def random_model(raw: dict, vision: dict, seed: int = 0):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim >= 2:
-                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
+                p.normal_(0.0, _weight_scale(name) / p.shape[-1] ** 0.5)
             elif name.endswith("image_newline"):
                 p.normal_(0.0, 1.0)
+        # Every text token shares one direction that image tokens lack, so a text position's
+        # attention reaches the question among ~2000 visual tokens: answers depend on the prompt.
+        emb = model.get_model().embed_tokens.weight
+        shared = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(seed))
+        emb += LLM_TEXT_DIRECTION * shared / shared.norm() * emb.norm(dim=1, keepdim=True).mean()
     return model
+
+
+def _weight_scale(name: str) -> float:
+    """Init scale (× 1/√fan-in) of a weight matrix. The LLM's queries/keys and embeddings are
+    larger so its attention is sharp and greedy answers depend on both the image and the
+    prompt (a near-uniform attention over ~2000 visual tokens would answer everything alike)."""
+    if "vision_tower" in name or "mm_projector" in name:
+        return 0.5
+    if name.endswith(("q_proj.weight", "k_proj.weight")):
+        return LLM_QK_SCALE
+    if name.endswith(("v_proj.weight", "o_proj.weight")):
+        return LLM_VO_SCALE
+    if name.endswith("embed_tokens.weight"):
+        return LLM_EMBED_SCALE
+    return 0.5
+
+
+LLM_QK_SCALE = 4.0
+LLM_VO_SCALE = 6.0
+LLM_TEXT_DIRECTION = 1.0
+LLM_EMBED_SCALE = 1.0
 
 
 def to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
