@@ -182,9 +182,9 @@ def _weight_scale(name: str) -> float:
     return 0.5
 
 
-LLM_QK_SCALE = 4.0
-LLM_VO_SCALE = 6.0
-LLM_TEXT_DIRECTION = 1.0
+LLM_QK_SCALE = 3.0
+LLM_VO_SCALE = 4.0
+LLM_TEXT_DIRECTION = 2.0
 LLM_EMBED_SCALE = 1.0
 
 
