@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llava.compression import COMPRESSORS, AnyResLayout, GlobalCom2, NonFiniteScoresError, build_compressor, option_names
+from llava.compression import COMPRESSORS, AnyResLayout, GlobalCom2, build_compressor, option_names
 from llava.compression import functional as Fn
+from llava.compression.methods import NonFiniteScoresError
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.testing.tiny_checkpoint import V16_PINPOINTS

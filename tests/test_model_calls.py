@@ -8,8 +8,10 @@ import json
 import shutil
 import threading
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from llava.compression import AnyResLayout, FasterVLM, GlobalCom2, build_compressor
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -17,9 +19,14 @@ from llava.errors import PromptTooLongError
 from llava.mm_utils import anyres_token_count, process_images, tokenizer_image_token
 from llava.testing.tiny_checkpoint import V16_PINPOINTS
 
-from test_model import PROMPT, random_image
+PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
 
 PROMPTS = ["USER: <image>\nWhat is in the image? ASSISTANT:", "USER: <image>\nHow many people are there? ASSISTANT:"]
+
+
+def random_image(size, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 def _gen(tiny, prompt, image, **kw):
