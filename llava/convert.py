@@ -345,6 +345,8 @@ def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None,
         num_additional_image_tokens=1,
     )
     processor.save_pretrained(dst)
+    if not os.path.isfile(os.path.join(dst, "preprocessor_config.json")):  # as the published folders have it
+        image_processor.save_pretrained(dst)
     gen_file = os.path.join(src, "generation_config.json")
     gen = GenerationConfig.from_pretrained(src) if os.path.isfile(gen_file) else GenerationConfig(
         bos_token_id=raw.get("bos_token_id", 1), eos_token_id=raw.get("eos_token_id", 2))
@@ -436,6 +438,10 @@ def hf_to_original(src: str, dst: str, max_shard_bytes: int = 2 * 1024**3) -> Sh
 
     padding_side = _read_tokenizer_config(src).get("padding_side", "right")
     raw = original_config_from_hf(hf, padding_side)
+    if raw.get("pad_token_id") is None:  # llava-hf Mistral names its <pad> in the tokenizer only
+        from llava.model.tokenizer import load_tokenizer
+
+        raw["pad_token_id"] = load_tokenizer(src).pad_token_id
     vision = LlavaNextConfig(**{k: v for k, v in hf.items() if k != "model_type"}).vision_config
     if raw["mm_vision_tower"] == "clip_vision_tower":  # not the published CLIP-L/14-336: ship its config
         _write(os.path.join(dst, "clip_vision_tower", "config.json"), vision_config_dict(vision))
