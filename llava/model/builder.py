@@ -215,7 +215,10 @@ def load_pretrained_model(
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attn, **load_kwargs)
         return tokenizer, model, None, getattr(model.config, "max_sequence_length", 2048)
 
-    config = config_cls.from_dict({k: v for k, v in raw.items() if k != "model_type"})
+    # rope_scaling: null (the published v1.6 configs) means "none"; transformers 5 warns on the key.
+    config = config_cls.from_dict(
+        {k: v for k, v in raw.items() if k != "model_type" and not (k == "rope_scaling" and v is None)}
+    )
     vcfg, proc_settings, source = resolve_vision_config(config, model_path, vision_tower_path)
     logger.info("vision tower config from %s", source)
     config.mm_vision_config = vision_config_dict(vcfg)
