@@ -70,7 +70,7 @@ def _outputs(tmp, name: str, log: str):
 
 
 def _driver_answers(module, tiny_ckpt, tmp, args: list[str], name: str) -> list[dict]:
-    out = tmp / "driver" / f"{name}.jsonl"
+    out = tmp / "driver" / name / "merge.jsonl"  # one folder per run, as the scripts keep them
     module.main(["--model-path", tiny_ckpt, "--answers-file", str(out), "--max-new-tokens", str(NEW_TOKENS),
                  "--compression", "globalcom2", "--retention-ratio", "0.25", *args])
     return [json.loads(x) for x in open(out, encoding="utf-8")]
@@ -108,12 +108,12 @@ def test_compressed_run_matches_the_scripts(run, tiny_ckpt):
     # the metrics are the scorers' numbers on the drivers' answers files
     r = results["results"]
     gt = eval_gqa.load_questions(f"{data}/gqa/data/testdev_balanced_questions.json")
-    entries, _ = eval_gqa.read_predictions(str(tmp / "driver" / "gqa.jsonl"), gt)
+    entries, _ = eval_gqa.read_predictions(str(tmp / "driver" / "gqa" / "merge.jsonl"), gt)
     assert r["gqa_local"]["gqa_accuracy,none"] == pytest.approx(eval_gqa.evaluate(gt, entries)["accuracy"])
-    pope = eval_pope.evaluate(f"{data}/pope/coco", f"{data}/pope/llava_pope_test.jsonl", str(tmp / "driver" / "pope.jsonl"))
+    pope = eval_pope.evaluate(f"{data}/pope/coco", f"{data}/pope/llava_pope_test.jsonl", str(tmp / "driver" / "pope" / "merge.jsonl"))
     assert r["pope_local"]["pope_f1,none"] == pytest.approx(pope["f1_mean"])
     df = eval_mmbench.load_tsv(f"{data}/mmbench/mmbench_dev_20230712.tsv")
-    usable, _ = eval_mmbench.read_answers(df, str(tmp / "driver" / "mmbench.jsonl"), allow_partial=False)
+    usable, _ = eval_mmbench.read_answers(df, str(tmp / "driver" / "mmbench" / "merge.jsonl"), allow_partial=False)
     assert r["mmbench_local"]["mmbench_circular_accuracy,none"] == pytest.approx(
         eval_mmbench.evaluate(df, usable)["circular_accuracy"])
 

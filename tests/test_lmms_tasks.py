@@ -36,7 +36,7 @@ def root(data, monkeypatch):
 
 
 def _driver_items(task: str, root: str):
-    """(question_id, prompt, image) as the scripts' driver asks them."""
+    """(question_id, message asked, prompt written, image) as the scripts' driver has them."""
     short = {"vqav2_local": ("vqav2/llava_vqav2_mscoco_test-dev2015.jsonl", "vqav2/test2015"),
              "gqa_local": ("gqa/llava_gqa_testdev_balanced.jsonl", "gqa/data/images"),
              "vizwiz_local": ("vizwiz/llava_test.jsonl", "vizwiz/test"),
@@ -47,14 +47,15 @@ def _driver_items(task: str, root: str):
     if task in short:
         qfile, folder = short[task]
         items = model_vqa_loader.load_questions(os.path.join(root, qfile))
-        return [(it.question_id, it.prompt, load_image(os.path.join(root, folder, it.image))) for it in items]
+        return [(it.question_id, it.message, it.prompt, load_image(os.path.join(root, folder, it.image)))
+                for it in items]
     if task == "sqa_local":
         items = model_vqa_science.load_questions(os.path.join(root, "scienceqa/llava_test_CQM-A.json"), True)
-        return [(it.question_id, it.prompt,
+        return [(it.question_id, it.message, it.prompt,
                  load_image(os.path.join(root, "scienceqa/images/test", it.image)) if it.image else None) for it in items]
     tsv, lang = ("mmbench_dev_20230712.tsv", "en") if task == "mmbench_local" else ("mmbench_dev_cn_20231003.tsv", "cn")
     items = model_vqa_mmbench.load_questions(os.path.join(root, "mmbench", tsv), True, lang)
-    return [(it.question_id, it.prompt, load_image_from_base64(it.image)) for it in items]
+    return [(it.question_id, it.message, it.prompt, load_image_from_base64(it.image)) for it in items]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -62,8 +63,9 @@ def test_documents_are_the_drivers_questions(task, root):
     got = getattr(docs, DOCS[task])(None)
     want = _driver_items(task, root)
     assert len(got) == len(want) > 0
-    for pos, (doc, (qid, prompt, image)) in enumerate(zip(got, want)):
-        assert (json.loads(doc["qid"]), doc["position"], docs.doc_to_text(doc)) == (qid, pos, prompt)
+    for pos, (doc, (qid, message, prompt, image)) in enumerate(zip(got, want)):
+        assert (json.loads(doc["qid"]), doc["position"], docs.doc_to_text(doc), doc["prompt"]) == (
+            qid, pos, message, prompt)
         visual = docs.doc_to_visual(doc)
         if image is None:
             assert visual == []
@@ -103,7 +105,7 @@ SCORED = {
     "textvqa_local": (["stop", "stop"], scoring.textvqa_aggregate, 50.0),
     # existence: both right -> 100 + 100; artwork: one right -> 50 + 0
     "mme_local": (["Yes", "No", "Yes", "Yes"], scoring.mme_aggregate, 250.0),
-    # IMG subset = problems 11 (right) and 13 (wrong); 12 is text-only
+    # IMG subset (<image> in the written prompt) = problems 11 (right) and 13 (wrong); 12 is text-only
     "sqa_local": (["A", "B", "B"], scoring.sqa_aggregate, 50.0),
     "mmbench_local": (["B", "B"], scoring.mmbench_aggregate, 50.0),
     "mmbench_cn_local": (["B", "A"], scoring.mmbench_cn_aggregate, 100.0),
@@ -159,10 +161,11 @@ def test_yaml_configs_as_lmms_eval_reads_them(root, tmp_path, monkeypatch):
     assert "globalcom2_paper" in tm.all_tags
     tasks = get_task_dict(["sqa_local", "mmvet_local", "mmbench_cn_local"], tm)
     want = {"until": [], "max_new_tokens": 128, "temperature": 0.0, "num_beams": 1, "do_sample": False}
-    for name, n_docs, max_new in [("sqa_local", 3, 128), ("mmvet_local", 2, 1024), ("mmbench_cn_local", 2, 128)]:
+    for name, n_docs, max_new in [("sqa_local", 3, 1024), ("mmvet_local", 2, 1024), ("mmbench_cn_local", 2, 1024)]:
         task = tasks[name]
         assert task.config.generation_kwargs == {**want, "max_new_tokens": max_new}
         assert len(task.test_docs()) == n_docs
         doc = task.test_docs()[0]
-        assert task.doc_to_text(doc) == doc["prompt"]
-    assert tasks["mmbench_cn_local"].test_docs()[0]["prompt"].endswith("\n请直接回答选项字母。")
+        assert task.doc_to_text(doc) == doc["message"]
+    assert tasks["mmbench_cn_local"].test_docs()[0]["message"].endswith("\n请直接回答选项字母。")
+    assert tasks["sqa_local"].test_docs()[0]["prompt"].startswith("<image>\n")  # how the scorer tells IMG

@@ -194,3 +194,31 @@ def test_summarize_paper_cli(capsys):
     assert any(r["model"].endswith("13b") and r["scores"]["mme"] == 1575.9 for r in rows)
     out = capsys.readouterr().out
     assert "98.9%" in out and "1519.0" in out
+
+
+# --------------------------------------------------------------------------- runs never mix
+
+
+def test_score_record_refuses_another_runs_name(tmp_path):
+    """A score is never labelled with a model / method / ratio other than the run's config.json."""
+    run = tmp_path / "answers" / "run"
+    run.mkdir(parents=True)
+    result = run / "merge.jsonl"
+    result.write_text("")
+    fp = {"path": "/ckpts/a", "fingerprint": "abc123"}
+    write_json(run / "config.json", {"model": "model-a", "checkpoint": fp,
+                                     "compression": {"name": "globalcom2", "retention_ratio": 0.25}})
+    ok = scoring_utils.make_score_record("gqa", 60.0, result_file=str(result), model="model-a",
+                                         method="globalcom2", retention_ratio=0.25)
+    assert (ok["model"], ok["method"], ok["retention_ratio"], ok["checkpoint"]) == ("model-a", "globalcom2", 0.25, fp)
+    for kw, said in ((dict(model="model-b"), "model 'model-a' (--model-name says 'model-b')"),
+                     (dict(method="fastervlm", retention_ratio=0.25), "method 'globalcom2' (--method says 'fastervlm')"),
+                     (dict(method="globalcom2", retention_ratio=0.1), "retention ratio 0.25 (--retention-ratio says 0.1)"),
+                     (dict(method="none"), "method 'globalcom2' (--method says 'uncompressed')")):
+        with pytest.raises(ScorerInputError, match="refusing to record their score under another run") as exc:
+            scoring_utils.make_score_record("gqa", 60.0, result_file=str(result), **kw)
+        assert said in str(exc.value)
+    # uncompressed aliases agree with a config that says none
+    write_json(run / "config.json", {"model": "model-a", "compression": {"name": "none"}})
+    rec = scoring_utils.make_score_record("gqa", 1.0, result_file=str(result), method="none", retention_ratio=1.0)
+    assert (rec["method"], rec["retention_ratio"], "checkpoint" in rec) == ("uncompressed", 1.0, False)

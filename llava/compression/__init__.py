@@ -14,6 +14,7 @@ from .methods import (
     FasterVLM,
     GlobalCom2,
     NoCompression,
+    NonFiniteScoresError,
     ScoreRequest,
     Selection,
     TopKCompressor,
@@ -25,6 +26,6 @@ from .scoring import SCORE_KINDS, cls_attention_scores, neg_cos_scores
 
 __all__ = [
     "AnyResLayout", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM", "GlobalCom2",
-    "NoCompression", "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "UniformRandom", "build_compressor",
+    "NoCompression", "NonFiniteScoresError", "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "UniformRandom", "build_compressor",
     "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack", "pack_indices", "topk_mask",
 ]

@@ -195,9 +195,11 @@ def global_score_map(thumb_scores: torch.Tensor, layout: AnyResLayout) -> torch.
     to the unpadded canvas, cut into crops → ``[n, N]`` float32 (0 on letterbox cells)."""
     s = layout.side
     rows, cols = layout.unpadded_shape
+    canvas = thumb_scores.new_zeros(layout.grid_h * s, layout.grid_w * s, dtype=torch.float32)
+    if rows == 0 or cols == 0:  # aspect ratio so extreme that no canvas cell shows the image
+        return to_crops(canvas, layout)
     small = thumb_scores.float().reshape(1, 1, s, s)
     big = F.interpolate(small, size=(rows, cols), mode="bilinear", align_corners=False)[0, 0]
-    canvas = big.new_zeros(layout.grid_h * s, layout.grid_w * s)
     canvas[layout.top : layout.bottom, layout.left : layout.right] = big
     return to_crops(canvas, layout)
 
@@ -266,7 +268,9 @@ def pack(
         cell = cell[layout.top : layout.bottom, layout.left : layout.right]
         src = cell + n_tok
         keep = crop_keep.reshape(-1)[cell]
-        row_nl = keep.any(dim=1, keepdim=True)
+        # A row keeps its newline while it holds a kept token — or when it shows no image
+        # column at all (width-0 canvas of an extreme aspect ratio), as in LLaVA-NeXT.
+        row_nl = keep.any(dim=1, keepdim=True) | (keep.shape[1] == 0)
     else:
         valid = _valid_mask(layout, device)
         # u-th unpadded token of crop j sits at grid position order[j, u]; it is drawn at cell u.

@@ -1,10 +1,11 @@
 """One batched, left-padded ``generate`` call on our LLaVA tree, with what each answer cost.
 
-Shared by the eval drivers (:class:`llava.eval.common.Generator`) and the lmms-eval plug-in
-(:mod:`llava.lmms.llava_gc2`), so both ask the model the same way: the chat prompt of
+Shared by the eval drivers (:class:`llava.eval.runs.generate.Generator`) and the lmms-eval
+plug-in (:mod:`llava.lmms.llava_gc2`), so both ask the model the same way: the chat prompt of
 :func:`llava.conversation.build_chat_prompt` (image placeholder first), the image(s) through
 :func:`llava.mm_utils.process_images`, greedy unless ``temperature > 0``, and the per-image
-compression records the model keeps (:attr:`model.last_images`).
+compression records of this call (``image_records``). A spliced prompt longer than the
+model's context raises :class:`llava.errors.PromptTooLongError` (from ``model.generate``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def generate_answers(
     model,
     tokenizer,
     image_processor,
-    prompts: list[str],
+    messages: list[str],
     images: list[list],
     *,
     conv_mode: str,
@@ -49,31 +50,34 @@ def generate_answers(
     top_p: float | None = None,
     num_beams: int = 1,
     pad_id: int | None = None,
+    **model_kwargs: Any,
 ) -> list[Answer]:
-    """Answer ``prompts[b]`` about the PIL images ``images[b]`` (``[]`` = text only)."""
+    """Answer the user message ``messages[b]`` about the PIL images ``images[b]`` (``[]`` = text
+    only). ``model_kwargs`` go to ``model.generate`` (e.g. ``compressor=`` for this call)."""
     import torch
 
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.conversation import build_chat_prompt
     from llava.mm_utils import process_images, tokenizer_image_token
 
-    if len(prompts) != len(images):
-        raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+    if len(messages) != len(images):
+        raise ValueError(f"{len(messages)} messages but {len(images)} image lists")
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.unk_token_id or 0)
     ids = [tokenizer_image_token(build_chat_prompt(user_message(p, len(ims)), model.config, conv_mode, bool(ims)),
-                                 tokenizer, return_tensors="pt") for p, ims in zip(prompts, images)]
+                                 tokenizer, return_tensors="pt") for p, ims in zip(messages, images)]
     width = max(x.shape[0] for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)  # [B, L]
     mask = torch.zeros((len(ids), width), dtype=torch.long)  # [B, L]
     for b, x in enumerate(ids):  # left padding: every prompt ends where generation starts
         input_ids[b, width - x.shape[0]:] = x
         mask[b, width - x.shape[0]:] = 1
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(model_kwargs)
+    records: list = []
     flat = [im for ims in images for im in ims]
     if flat:
         pix = process_images(flat, image_processor, model.config, device=model.device, dtype=model.dtype)
-        kwargs = {"images": pix, "image_sizes": [im.size for im in flat]}
+        kwargs.update(images=pix, image_sizes=[im.size for im in flat], image_records=records)
     sampling = temperature > 0
     with torch.inference_mode():
         out = model.generate(  # [B, new] (only the new tokens: the model is fed embeddings)
@@ -81,8 +85,8 @@ def generate_answers(
             temperature=temperature if sampling else None, top_p=top_p if sampling else None,
             num_beams=num_beams, max_new_tokens=max_new_tokens, pad_token_id=pad_id, use_cache=True, **kwargs)
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    records = iter(model.last_images if flat else [])
-    infos = [[next(records).info() for _ in ims] for ims in images]
+    per_image = iter(records)
+    infos = [[next(per_image).info() for _ in ims] for ims in images]
     n_out = _output_lengths(out, model.generation_config.eos_token_id)
     n_text = [int(x.shape[0]) - int((x == IMAGE_TOKEN_INDEX).sum()) for x in ids]
     return [Answer(t, inf, nt + sum(i["tokens"] for i in inf), no)

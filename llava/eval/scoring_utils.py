@@ -33,7 +33,10 @@ Only a record with ``partial`` and ``lenient`` false holds the number the origin
 next to the scored result file (``{"compression": {"name": ..., "retention_ratio": ...},
 "model": ...}``; also accepted: ``model_name``, ``model_path``, ``model_id``).  A config with no
 ``compression`` entry, a null one, or a name in ``none``/``uncompressed``/``baseline`` means the
-uncompressed model (method ``"uncompressed"``, ratio 1.0).  When nothing is known the fields are
+uncompressed model (method ``"uncompressed"``, ratio 1.0). An option that contradicts that
+``config.json`` (another model name, method or ratio) is refused: a score is never recorded under
+another run's name. The run's checkpoint identity (``checkpoint``: path + fingerprint) is copied
+into the record.  When nothing is known the fields are
 null and :mod:`llava.eval.summarize` tries again with a ``config.json`` next to the score file.
 
 Server-scored benchmarks (VQAv2, VizWiz) and hand-graded numbers can be recorded with::
@@ -130,9 +133,10 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
 def read_run_config(result_file: str | os.PathLike | None) -> dict:
     """Read ``config.json`` next to ``result_file`` (or in it, if it is a directory).
 
-    Returns ``{"method", "retention_ratio", "model"}`` with None for unknown fields.
+    Returns ``{"method", "retention_ratio", "model", "checkpoint"}`` with None for unknown
+    fields (``checkpoint``: the generation run's ``{path, fingerprint}`` record).
     """
-    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None}
+    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None, "checkpoint": None}
     if not result_file:
         return out
     d = os.fspath(result_file)
@@ -152,8 +156,10 @@ def read_run_config(result_file: str | os.PathLike | None) -> dict:
 
 
 def config_to_fields(cfg: dict) -> dict:
-    """Map a run ``config.json`` dict onto ``method`` / ``retention_ratio`` / ``model``."""
-    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None}
+    """Map a run ``config.json`` dict onto ``method`` / ``retention_ratio`` / ``model`` /
+    ``checkpoint``."""
+    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None,
+                           "checkpoint": cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), dict) else None}
     for key in ("model", "model_name", "model_id", "model_path"):
         val = cfg.get(key)
         if isinstance(val, str) and val:
@@ -229,6 +235,7 @@ def make_score_record(
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARKS)}")
     cfg = read_run_config(result_file)
+    _check_same_run(cfg, method, retention_ratio, model, result_file)
     m = method if method is not None else cfg["method"]
     r = retention_ratio if retention_ratio is not None else cfg["retention_ratio"]
     m, r = normalise_method(m, r)
@@ -246,9 +253,31 @@ def make_score_record(
         "partial": bool(partial),
         "lenient": bool(lenient),
     }
+    if cfg["checkpoint"] is not None:
+        rec["checkpoint"] = cfg["checkpoint"]
     if coverage is not None:
         rec["coverage"] = coverage
     return rec
+
+
+def _check_same_run(cfg: dict, method: Any, ratio: Any, model: str | None, result_file: Any) -> None:
+    """Refuse to label a score with a model / method / ratio other than the ones that produced
+    the answers (as recorded in the ``config.json`` next to them): a score is never attributed
+    to another run."""
+    where = os.path.join(os.path.dirname(os.path.abspath(os.fspath(result_file))), "config.json") if result_file else ""
+    clashes = []
+    if model is not None and cfg["model"] is not None and model != cfg["model"]:
+        clashes.append(f"model {cfg['model']!r} (--model-name says {model!r})")
+    if method is not None and cfg["method"] is not None:
+        given_m, given_r = normalise_method(method, ratio)
+        if given_m != cfg["method"]:
+            clashes.append(f"method {cfg['method']!r} (--method says {given_m!r})")
+        elif given_r is not None and cfg["retention_ratio"] is not None and abs(given_r - cfg["retention_ratio"]) > 1e-9:
+            clashes.append(f"retention ratio {cfg['retention_ratio']} (--retention-ratio says {given_r})")
+    if clashes:
+        raise ScorerInputError(
+            f"the answers in {result_file} were generated with {'; '.join(clashes)} according to {where}; "
+            "refusing to record their score under another run's name")
 
 
 def dump_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:

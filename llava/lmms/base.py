@@ -26,20 +26,6 @@ from .records import VisualTokenCounts, VisualTokenTally, sample_record
 GEN_KEYS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's stock models' default
 
-_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
-
-
-def parse_dtype(value: Any) -> torch.dtype | None:
-    """``dtype=`` model argument → a torch dtype (``None``/``auto``: the loader's default)."""
-    if value is None or value == "auto":
-        return None
-    if str(value) not in _DTYPES:
-        raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}; got {value!r}")
-    return _DTYPES[str(value)]
-
-
 def stop_at(text: str, until: list[str]) -> str:
     """``text`` up to the first occurrence of any stop string (lmms-eval's ``until``)."""
     for term in until:

@@ -5,7 +5,8 @@
 Model arguments: ``pretrained`` (a local checkpoint folder, loaded by
 :func:`llava.model.builder.load_pretrained_model`), ``model_name``, ``conv_template``
 (``vicuna_v1``), ``device`` (``cuda`` if available, else ``cpu``), ``device_map``, ``dtype``
-(``auto``: float16 on CUDA, float32 elsewhere; ``float16``, ``bfloat16``, ``float32``),
+(as the drivers' ``--dtype``: default float16 on CUDA, float32 elsewhere; ``auto`` = the
+checkpoint's ``torch_dtype``; ``float16``, ``bfloat16``, ``float32``, ...),
 ``attn_implementation`` (``sdpa``, ``flash_attention_2``, ``eager``), ``batch_size`` (left-padded;
 the same answers as 1) and the compression arguments of :mod:`llava.lmms.options`. The prompt
 is built as in our eval drivers (:mod:`llava.eval.generation`).
@@ -17,7 +18,7 @@ from typing import Any
 
 from llava.eval.generation import Answer, generate_answers
 
-from .base import CompressingLMM, parse_dtype
+from .base import CompressingLMM
 
 
 class LlavaGC2(CompressingLMM):
@@ -40,17 +41,25 @@ class LlavaGC2(CompressingLMM):
     ) -> None:
         super().__init__()
         from llava.conversation import conv_templates
+        from llava.eval.runs.errors import RunError
+        from llava.eval.runs.flags import resolve_dtype
         from llava.mm_utils import get_model_name_from_path
-        from llava.model.builder import load_pretrained_model
+        from llava.model.builder import DTYPES, load_pretrained_model
 
         self.setup(compression, options, device=device, batch_size=batch_size)
         if conv_template not in conv_templates:
             raise ValueError(f"conv_template must be one of {', '.join(sorted(conv_templates))}; got {conv_template!r}")
         self.conv_template = conv_template
         self.model_name = model_name or get_model_name_from_path(str(pretrained))
+        if dtype is not None and dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {dtype!r}")
+        try:
+            self.dtype = resolve_dtype(dtype, str(self.device), str(pretrained))
+        except RunError as e:
+            raise ValueError(str(e)) from None
         extra = {"device_map": device_map} if device_map is not None else {}
         self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
-            str(pretrained), None, self.model_name, device=str(self.device), dtype=parse_dtype(dtype),
+            str(pretrained), None, self.model_name, device=str(self.device), dtype=self.dtype,
             attn_implementation=attn_implementation, compressor=self.compressor, **extra)
         if self._image_processor is None:
             raise ValueError(f"{pretrained} is a language model without a vision tower")
@@ -63,8 +72,8 @@ class LlavaGC2(CompressingLMM):
     def tokenizer(self):
         return self._tokenizer
 
-    def answer(self, prompts: list[str], visuals: list[list], gen: dict[str, Any]) -> list[Answer]:
+    def answer(self, messages: list[str], visuals: list[list], gen: dict[str, Any]) -> list[Answer]:
         return generate_answers(
-            self._model, self._tokenizer, self._image_processor, prompts, visuals, conv_mode=self.conv_template,
+            self._model, self._tokenizer, self._image_processor, messages, visuals, conv_mode=self.conv_template,
             max_new_tokens=gen["max_new_tokens"], temperature=gen["temperature"], top_p=gen["top_p"],
-            num_beams=gen["num_beams"])
+            num_beams=gen["num_beams"], compressor=self.compressor)

@@ -8,7 +8,8 @@ matching driver (:mod:`llava.eval.model_vqa_loader`, ``model_vqa_science``,
 ``model_vqa_mmbench``), so the prompts are exactly the scripts' prompts.
 
 A document: ``qid`` (the question id as JSON, so its type survives), ``position`` (its place in
-the question file), ``prompt`` (the user message without the image placeholder), ``image`` (an undecoded
+the question file), ``message`` (the user message asked, without the image placeholder),
+``prompt`` (what the driver writes into the answers file's ``prompt``), ``image`` (an undecoded
 ``datasets.Image``: a file path, or MMBench's decoded base64; ``None`` for text-only ScienceQA
 questions; opened by :func:`doc_to_visual` as the drivers open images), ``image_file`` (for the sample log), and, for MMBench, ``round_id``/``options``/
 ``option_char``. A question file that is missing, malformed, or names images that do not exist is
@@ -60,8 +61,8 @@ def _dataset(rows: list[dict[str, Any]], extra: dict | None = None):
 
     # decode=False: the image is opened by doc_to_visual exactly as the drivers open it (datasets'
     # own decoding would apply EXIF rotations that LLaVA's loader does not).
-    features = {"qid": Value("string"), "position": Value("int64"), "prompt": Value("string"),
-                "image": Image(decode=False), "image_file": Value("string")}
+    features = {"qid": Value("string"), "position": Value("int64"), "message": Value("string"),
+                "prompt": Value("string"), "image": Image(decode=False), "image_file": Value("string")}
     if extra:
         features.update({k: Sequence(Value("string")) if v == "strings" else Value(v) for k, v in extra.items()})
     return Dataset.from_list(rows, features=Features(features))
@@ -73,7 +74,7 @@ def _file_docs(items: list, image_folder: str) -> list[dict[str, Any]]:
         path = os.path.abspath(os.path.join(image_folder, it.image)) if it.image is not None else None
         if path is not None and not os.path.isfile(path):
             missing.append(path)
-        rows.append({"qid": json.dumps(it.question_id), "position": pos, "prompt": it.prompt,
+        rows.append({"qid": json.dumps(it.question_id), "position": pos, "message": it.message, "prompt": it.prompt,
                      "image": {"path": path, "bytes": None} if path else None, "image_file": it.image})
     if missing:
         raise LocalDataError(f"{len(missing)} image(s) not found (first: {', '.join(missing[:3])}); "
@@ -113,7 +114,7 @@ def mmbench_docs(tsv: str, lang: str):
             data = base64.b64decode(it.image)  # as llava.mm_utils.load_image_from_base64
         except (binascii.Error, ValueError):
             raise ValueError(f"{tsv}: row {it.line} (index {it.question_id}): the image is not base64") from None
-        rows.append({"qid": json.dumps(it.question_id), "position": pos, "prompt": it.prompt,
+        rows.append({"qid": json.dumps(it.question_id), "position": pos, "message": it.message, "prompt": it.prompt,
                      "image": {"path": None, "bytes": data}, "image_file": f"{os.path.basename(tsv)}#{it.question_id}",
                      "round_id": it.round_id, **it.fields})
     return _dataset(rows, {"round_id": "int64", "options": "strings", "option_char": "strings"})
@@ -166,7 +167,7 @@ def mmvet_docs(_placeholder):
 
 
 def doc_to_text(doc: dict) -> str:
-    return doc["prompt"]
+    return doc["message"]
 
 
 def doc_to_target(doc: dict) -> str:

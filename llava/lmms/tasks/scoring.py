@@ -11,7 +11,7 @@ scorer on it with the scripts' ground-truth files, so the metric is the scorer's
 task       metric                          scorer
 =========  ==============================  ==========================================
 GQA        gqa_accuracy                    eval_gqa (exact match after LLaVA's conversion)
-SQA-IMG    sqa_img_accuracy                eval_science_qa (IMG subset from problems.json)
+SQA-IMG    sqa_img_accuracy                eval_science_qa (IMG-Accuracy)
 TextVQA    textvqa_accuracy                eval_textvqa (VQA soft accuracy)
 POPE       pope_f1                         eval_pope (mean F1 of the splits)
 MME        mme_perception                  eval_mme (perception score)
@@ -112,8 +112,7 @@ def sqa_aggregate(results: list[dict], args=None) -> float:
     from llava.eval import eval_science_qa
 
     path, _ = write_answers("sqa_local", results, args)
-    out = eval_science_qa.evaluate(require(data_path("scienceqa"), "ScienceQA folder"), path, allow_partial=True,
-                                   img_from_problems=True)
+    out = eval_science_qa.evaluate(require(data_path("scienceqa"), "ScienceQA folder"), path, allow_partial=True)
     _note_coverage("sqa_local", out["coverage"])
     return out["img_accuracy"]
 

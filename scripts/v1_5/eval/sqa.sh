@@ -18,5 +18,4 @@ generate llava.eval.model_vqa_science "$DIR" \
     --result-file "$DIR/merge.jsonl" \
     --output-file "$DIR/output.jsonl" \
     --output-result "$DIR/result.json" \
-    --img-from-problems \
     --score-file "$DIR/score_sqa.json"
