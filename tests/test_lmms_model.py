@@ -145,6 +145,21 @@ def test_non_image_visuals_are_refused(gc2):
         gc2.loglikelihood([])
 
 
+def test_an_overlong_prompt_stops_the_run_naming_the_document(gc2, monkeypatch):
+    from llava.errors import PromptTooLongError
+
+    def too_long(*args, **kwargs):
+        raise PromptTooLongError(1, 5000, 4096)
+
+    monkeypatch.setattr(gc2.model, "generate", too_long)
+    gc2.batch_size_per_gpu = 2
+    try:
+        with pytest.raises(ValueError, match="task t, document 1: the prompt is 5000 tokens long .* context of 4096"):
+            gc2.generate_until(requests(gc2))
+    finally:
+        gc2.batch_size_per_gpu = 1
+
+
 def test_registered_with_lmms_eval():
     from lmms_eval.models import get_model
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from llava.compression import Compressor
 from llava.compression.cli import compression_config
+from llava.errors import PromptTooLongError
 from llava.eval.generation import Answer
 
 from .options import compressor_from_model_args, split_model_args
@@ -98,7 +99,15 @@ class CompressingLMM(lmms):
                 batch = idxs[start:start + self.batch_size]
                 args = [requests[i].args for i in batch]
                 visuals = [self._visuals(a) for a in args]
-                answers = self.answer([a[0] for a in args], visuals, gen)
+                try:
+                    answers = self.answer([a[0] for a in args], visuals, gen)
+                except PromptTooLongError as e:
+                    _, _, _, doc_id, task, _ = args[e.index]
+                    raise ValueError(
+                        f"task {task}, document {doc_id}: the prompt is {e.length} tokens long with its visual "
+                        f"tokens, more than the model's context of {e.limit}; lmms-eval keeps no per-question "
+                        f"error entries, so the run stops here (--use_cache keeps the answers given so far)"
+                    ) from e
                 for i, a, ans in zip(batch, args, answers):
                     record = sample_record(ans.images, self.compression)
                     tally.add(a[4], record, ans.output_tokens)
