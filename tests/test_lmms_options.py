@@ -76,8 +76,15 @@ def test_unknown_model_arguments_raise():
         split_model_args({"temperature": 0.5, "typo": 1, "alpha": 0.5}, "LlavaGC2", ("pretrained",))
     rest = {"alpha": 0.5, "tau": 3}
     assert split_model_args(rest, "M", ()) == {"alpha": 0.5, "tau": 3}
-    assert set(COMPRESSION_ARGS) == {"retention_ratio", "tau", "compression_temperature", "alpha", "allocation",
-                                     "score", "score_layer", "layout", "seed"}
+    # every compression flag of our CLIs is a model argument of the same name (and nothing else)
+    import argparse
+
+    from llava.compression.cli import add_compression_args
+
+    flags = {opt[2:].replace("-", "_") for a in add_compression_args(argparse.ArgumentParser())._actions
+             for opt in a.option_strings if opt.startswith("--") and opt != "--help"}
+    assert set(COMPRESSION_ARGS) | {"compression"} == flags
+    assert {"retention_ratio", "tau", "compression_temperature", "alpha", "layout"} <= set(COMPRESSION_ARGS)
 
 
 @pytest.mark.parametrize("option,raw,expected", [

@@ -58,6 +58,12 @@ def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
     return None if name == "none" else comp
 
 
+def option_args() -> dict[str, str]:
+    """Every method option under its argument name, as the flags spell it without ``--``
+    (``tau`` for ``temperature``): for callers that take ``key=value`` options."""
+    return {_dest(name): name for name in _FLAGS}
+
+
 def option_value(option: str, value: Any) -> Any:
     """``value`` as the type the option's flag takes — for callers whose values arrive loosely
     typed (``"0.25"``, or ``-1.0`` for ``score_layer`` from a ``key=value`` string). A value that

@@ -12,25 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from llava.compression import COMPRESSORS, Compressor, build_compressor, option_names
-from llava.compression.cli import option_value
+from llava.compression.cli import option_args, option_value
 
-#: model argument → the method option it sets.
-COMPRESSION_ARGS: dict[str, str] = {
-    "retention_ratio": "retention_ratio",
-    "tau": "temperature",
-    "compression_temperature": "temperature",
-    "alpha": "alpha",
-    "allocation": "allocation",
-    "score": "score",
-    "score_layer": "score_layer",
-    "layout": "layout",
-    "seed": "seed",
-}
+#: model argument → the method option it sets (the flags' names; ``compression_temperature``
+#: is the flags' alias of ``tau``).
+COMPRESSION_ARGS: dict[str, str] = {**option_args(), "compression_temperature": "temperature"}
+_ARG_OF = {option: arg for arg, option in option_args().items()}
 
 
 def _arg_names(option: str) -> str:
     """How a method option is spelled as a model argument (``temperature`` → ``tau``)."""
-    return "tau" if option == "temperature" else option
+    return _ARG_OF.get(option, option)
 
 
 def compressor_from_model_args(compression: str, args: dict[str, Any]) -> Compressor | None:
