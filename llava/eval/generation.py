@@ -87,14 +87,15 @@ def generate_answers(
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
     per_image = iter(records)
     infos = [[next(per_image).info() for _ in ims] for ims in images]
-    n_out = _output_lengths(out, model.generation_config.eos_token_id)
+    n_out = output_lengths(out, model.generation_config.eos_token_id)
     n_text = [int(x.shape[0]) - int((x == IMAGE_TOKEN_INDEX).sum()) for x in ids]
     return [Answer(t, inf, nt + sum(i["tokens"] for i in inf), no)
             for t, inf, nt, no in zip(texts, infos, n_text, n_out)]
 
 
-def _output_lengths(out, eos_token_id) -> list[int]:
-    """Generated tokens per row up to and including the first EOS (the rest is padding)."""
+def output_lengths(out, eos_token_id) -> list[int]:
+    """Generated tokens per row of ``out`` ``[B, new]`` up to and including the first EOS (the
+    rest is padding); ``eos_token_id`` an id or a list of ids."""
     import torch
 
     if eos_token_id is None or out.shape[1] == 0:

@@ -41,22 +41,15 @@ class LlavaGC2(CompressingLMM):
     ) -> None:
         super().__init__()
         from llava.conversation import conv_templates
-        from llava.eval.runs.errors import RunError
-        from llava.eval.runs.flags import resolve_dtype
         from llava.mm_utils import get_model_name_from_path
-        from llava.model.builder import DTYPES, load_pretrained_model
+        from llava.model.builder import load_pretrained_model
 
         self.setup(compression, options, device=device, batch_size=batch_size)
         if conv_template not in conv_templates:
             raise ValueError(f"conv_template must be one of {', '.join(sorted(conv_templates))}; got {conv_template!r}")
         self.conv_template = conv_template
         self.model_name = model_name or get_model_name_from_path(str(pretrained))
-        if dtype is not None and dtype != "auto" and dtype not in DTYPES:
-            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {dtype!r}")
-        try:
-            self.dtype = resolve_dtype(dtype, str(self.device), str(pretrained))
-        except RunError as e:
-            raise ValueError(str(e)) from None
+        self.dtype = self.resolve_dtype(dtype, str(pretrained))
         extra = {"device_map": device_map} if device_map is not None else {}
         self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
             str(pretrained), None, self.model_name, device=str(self.device), dtype=self.dtype,
