@@ -36,3 +36,37 @@ def model(tiny):
     m.compressor = None
     yield m
     m.compressor = None
+
+
+# ----------------------------------------------------------------------------- transformers' own VLMs
+
+
+@pytest.fixture(scope="session")
+def hf_llava_next():
+    """``(model, processor)``: a tiny random ``LlavaNextForConditionalGeneration`` (CLIP 336/14)."""
+    from llava.testing.tiny_hf import tiny_llava_next
+
+    return tiny_llava_next()
+
+
+@pytest.fixture(scope="session")
+def hf_onevision():
+    """``(model, processor)``: a tiny random ``LlavaOnevisionForConditionalGeneration`` with
+    112-px SigLIP views (8×8 tokens), pinpoints up to 6×6 crops, ``anyres_max_9``."""
+    from llava.testing.tiny_hf import tiny_onevision
+
+    return tiny_onevision()
+
+
+@pytest.fixture(scope="session")
+def hf_qwen2_vl():
+    from llava.testing.tiny_hf import tiny_qwen2_vl
+
+    return tiny_qwen2_vl()
+
+
+@pytest.fixture(scope="session")
+def hf_qwen2_5_vl():
+    from llava.testing.tiny_hf import tiny_qwen2_5_vl
+
+    return tiny_qwen2_5_vl()
