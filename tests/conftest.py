@@ -70,3 +70,17 @@ def hf_qwen2_5_vl():
     from llava.testing.tiny_hf import tiny_qwen2_5_vl
 
     return tiny_qwen2_5_vl()
+
+
+@pytest.fixture(scope="session")
+def converted_llava_next(tiny_ckpt, tmp_path_factory):
+    """:func:`tiny_ckpt` converted by ``llava.convert to-hf`` and loaded as transformers'
+    ``LlavaNextForConditionalGeneration`` (fp32)."""
+    import torch
+    from transformers import LlavaNextForConditionalGeneration
+
+    from llava.convert import original_to_hf
+
+    out = str(tmp_path_factory.mktemp("tiny-hf-converted"))
+    original_to_hf(tiny_ckpt, out)
+    return LlavaNextForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()

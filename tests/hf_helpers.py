@@ -35,3 +35,12 @@ def until_eos(row: list[int], eos: int) -> list[int]:
 
 def new_tokens(out: torch.Tensor, prompt_len: int, eos: int) -> list[list[int]]:
     return [until_eos(r, eos) for r in out[:, prompt_len:].tolist()]
+
+
+def host_image_tokens(model, inputs) -> list[torch.Tensor]:
+    """What the unpatched model puts into each image's placeholder run (its own
+    ``get_image_features``)."""
+    keys = ("pixel_values", "image_sizes", "batch_num_images", "image_grid_thw")
+    with torch.no_grad():
+        out = type(model.model).get_image_features(model.model, **{k: inputs[k] for k in keys if k in inputs})
+    return list(out.pooler_output)

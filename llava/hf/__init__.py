@@ -15,6 +15,7 @@ family: :mod:`.llava_next`, :mod:`.onevision`, :mod:`.qwen2_vl`; the shared core
 ``model.generate(**processor(...))`` run compressed (:mod:`.install`).
 """
 
+from . import llava_next, onevision, qwen2_vl  # noqa: F401  (registers the families, in this order)
 from .core import Adapter, adapter_for, generate, prepare_inputs, supported_classes
 from .install import install, installed, uninstall
 

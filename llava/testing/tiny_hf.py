@@ -1,11 +1,11 @@
 """Tiny random transformers VLMs (and their processors) for tests and the demo — built from
 transformers' own config classes, nothing downloaded.
 
-``tiny_llava_next()``, ``tiny_onevision(image_size=112)``, ``tiny_qwen2_vl()`` and
-``tiny_qwen2_5_vl()`` each return ``(model, processor)``: real token geometry where it
-matters (CLIP 336/14 for LLaVA-NeXT; SigLIP views of ``image_size``/14 tokens per side, 27 at
-the real 384 px, with the ``anyres_max_9`` shrink; Qwen's 14-px patches, 2×2 merge and, for
-2.5, window attention), tiny widths and depths, and weights drawn wider than transformers'
+``tiny_llava_next(image_size=112)``, ``tiny_onevision(image_size=112)``, ``tiny_qwen2_vl()``
+and ``tiny_qwen2_5_vl()`` each return ``(model, processor)``: the real token geometry scaled
+down (views of ``image_size``/14 tokens per side — pass 336 for LLaVA-NeXT's 24, 384 for
+OneVision's 27 — the pinpoints, unpadding and the ``anyres_max_9`` shrink; Qwen's 14-px
+patches, 2×2 merge and, for 2.5, window attention), tiny widths and depths, and weights drawn wider than transformers'
 init so attention and scores are far from uniform. The processors are transformers' own
 classes built locally; the OneVision and Qwen ones without their video processor, which needs
 torchvision (:func:`image_only`).
@@ -86,8 +86,9 @@ def _finish(model, tokenizer, eos: str, seed: int):
     return model
 
 
-def tiny_llava_next(seed: int = 0):
-    """LLaVA-NeXT: CLIP 336/14 (24×24 tokens per view, [CLS] dropped), the v1.6 pinpoints, Llama."""
+def tiny_llava_next(image_size: int = 112, seed: int = 0):
+    """LLaVA-NeXT: CLIP views of ``image_size``/14 tokens per side (24 at the real 336, [CLS]
+    dropped), the v1.6 pinpoints scaled to ``image_size``, Llama."""
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -98,16 +99,18 @@ def tiny_llava_next(seed: int = 0):
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tok = build_tokenizer(LLAVA_SPECIALS, pad="<unk>")
+    pins = [[h * image_size // 336, w * image_size // 336] for h, w in V16_PINPOINTS_HW]
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                              image_size=336, patch_size=14, projection_dim=16)
+                              image_size=image_size, patch_size=14, projection_dim=16)
     config = LlavaNextConfig(
         vision_config=vision, text_config=LlamaConfig(**_text_config(len(tok))),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=V16_PINPOINTS_HW,
+        image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pins,
         vision_feature_layer=-2, vision_feature_select_strategy="default",
     )
     model = _finish(LlavaNextForConditionalGeneration(config), tok, "</s>", seed)
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=V16_PINPOINTS_HW,
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=pins,
     )
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1)
