@@ -71,12 +71,11 @@ def test_compressed_prompt_equals_masked_full_sequence(qwen, comp_kw):
         assert torch.equal(kwargs["position_ids"][1:, b][:, kwargs["attention_mask"][b].bool()],
                            positions[:, b][:, mask[b].bool()])
     # Greedy decoding continues from the same positions.
-    gen = dict(max_new_tokens=6, do_sample=False)
-    out = llava.hf.generate(model, comp, **inputs, **gen)
+    gen = dict(max_new_tokens=4, do_sample=False)
+    out = model.generate(**kwargs, **gen)
     ref_out = model.generate(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=positions,
                              pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
                              mm_token_type_ids=inputs["mm_token_type_ids"], **gen)
     eos = model.generation_config.eos_token_id
     L = inputs["input_ids"].shape[1]
-    assert torch.equal(out[:, :L], inputs["input_ids"])
-    assert new_tokens(out, L, eos) == new_tokens(ref_out, L, eos)
+    assert new_tokens(out, kwargs["input_ids"].shape[1], eos) == new_tokens(ref_out, L, eos)

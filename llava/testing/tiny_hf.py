@@ -173,7 +173,7 @@ def _qwen_text_extra(tok) -> dict:
                 bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
 
 
-def tiny_qwen2_vl(seed: int = 0, max_tokens: int = 256):
+def tiny_qwen2_vl(seed: int = 0, max_tokens: int = 96):
     """Qwen2-VL: 14-px patches, 2×2 merge, dynamic resolution (≤ ``max_tokens`` LLM tokens per image)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
@@ -186,7 +186,7 @@ def tiny_qwen2_vl(seed: int = 0, max_tokens: int = 256):
     return model, _qwen_processor(Qwen2VLProcessor, tok, max_tokens)
 
 
-def tiny_qwen2_5_vl(seed: int = 0, max_tokens: int = 256):
+def tiny_qwen2_5_vl(seed: int = 0, max_tokens: int = 96):
     """Qwen2.5-VL: as Qwen2-VL plus window attention (windows of 2×2 LLM tokens; blocks 1 and 3
     attend over the whole image, 0 and 2 within windows)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
