@@ -140,5 +140,5 @@ def test_wrong_placeholder_count_is_a_clear_error(hf_llava_next):
     inputs = dict(process(model, processor, [(500, 300)]))
     inputs["input_ids"] = inputs["input_ids"].clone()
     inputs["input_ids"][0, -2] = model.config.image_token_id  # one placeholder too many
-    with pytest.raises(ValueError, match=r"hold \d+ image tokens but the 1 image\(s\) call for \d+"):
+    with pytest.raises(ValueError, match=r"hold \d+ placeholder tokens \(id \d+\) but the 1 image\(s\) call for \d+"):
         llava.hf.prepare_inputs(model, build_compressor("globalcom2"), **inputs)

@@ -52,24 +52,42 @@ def _hf_prompt(hf, ids: torch.Tensor, n_full: int) -> torch.Tensor:
     return torch.cat([ids[:pos], torch.full((n_full,), hf.config.image_token_index), ids[pos + 1 :]])
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
-def test_visual_tokens_equal_our_tree(tiny, model, converted_llava_next, config):
+def test_visual_tokens_equal_our_tree(tiny, model, converted_llava_next):
+    """Every config × six grids: same packed sequence (index) and tokens. The vision towers
+    run once per score request; each config then compresses on both sides."""
     _, _, proc, _ = tiny
-    comp = _comp(config)
     imgs = [random_image(w, h, seed=i) for i, (w, h) in enumerate(SIZES)]
     pixels = process_images(imgs, proc, model.config)
-    model.compressor = comp
     adapter = llava.hf.adapter_for(converted_llava_next)
-    with torch.no_grad():
-        ours = model.images_to_tokens(pixels, [im.size for im in imgs])
-        records = adapter.encode_images(comp, {"pixel_values": pixels, "image_sizes": _hf_sizes(imgs)})
-    for mine, theirs, tree in zip(ours, records, model.last_images):
-        assert torch.equal(theirs.index, tree.index)
-        assert theirs.tokens.shape == mine.shape
-        assert (theirs.tokens - mine).abs().max().item() <= 1e-5
+    inputs = {"pixel_values": pixels, "image_sizes": _hf_sizes(imgs)}
+    layouts = [model.image_layout(im.size, px.shape[0]) for im, px in zip(imgs, pixels)]
+    hf_layouts = adapter.image_layouts(inputs)
+    assert hf_layouts == layouts  # the host's geometry is our tree's for these sizes
+    views = [px.shape[0] for px in pixels]
+    cache = {}
+    for config in CONFIGS:
+        comp = _comp(config)
+        request = comp.score_request()
+        if request not in cache:
+            with torch.no_grad():
+                ours = model.encode_views(torch.cat(list(pixels)), request)
+                theirs = adapter.vision(adapter.view_pixels(pixels, hf_layouts), request, inputs)
+            cache[request] = [[t.split(views) if t is not None else [None] * len(views) for t in pair] for pair in (ours, theirs)]
+        (f_ours, s_ours), (f_hf, s_hf) = cache[request]
+        model.compressor = comp
+        with torch.no_grad():
+            for i, lay in enumerate(layouts):
+                mine = model.pack_image(f_ours[i], lay, s_ours[i])
+                theirs = comp.compress(f_hf[i], converted_llava_next.model.image_newline, lay, s_hf[i],
+                                       project=converted_llava_next.model.multi_modal_projector)
+                assert torch.equal(theirs.index, mine.index), (config, SIZES[i])
+                assert (theirs.tokens - mine.tokens).abs().max().item() <= 1e-5, (config, SIZES[i])
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+LOGIT_CONFIGS = [CONFIGS[i] for i in (0, 1, 8, 10, 11)]  # each method, both layouts, exact budgets
+
+
+@pytest.mark.parametrize("config", LOGIT_CONFIGS, ids=_config_id)
 def test_logits_equal_our_tree(tiny, model, converted_llava_next, config):
     """A batch of two prompts (row- and column-padded images): our tree right-pads, the
     plug-in left-pads; every real token's logits agree."""
@@ -89,7 +107,6 @@ def test_logits_equal_our_tree(tiny, model, converted_llava_next, config):
             hf, comp, input_ids=hf_ids, attention_mask=hf_mask, pixel_values=pixels, image_sizes=_hf_sizes(imgs))
         theirs = hf(**kwargs).logits[..., : ours.logits.shape[-1]]
     for b in range(2):
-        mine = ours.logits[b][ours.logits.new_ones(ours.logits.shape[1], dtype=torch.bool)]
         n = int(kwargs["attention_mask"][b].sum())
         mine = ours.logits[b, :n]
         got = theirs[b, -n:]

@@ -68,7 +68,9 @@ def _load_families() -> None:
 
 class Adapter:
     """What :func:`prepare_inputs` needs from a model family. Subclasses set the class
-    attributes and implement :meth:`image_layouts` and :meth:`encode_images`."""
+    attributes and implement :meth:`image_layouts`, :meth:`processed_layout` and
+    :meth:`encode_images`; :meth:`encode` is the per-modality entry (a family that compresses
+    videos adds them there, with their own placeholder token and encoder output)."""
 
     #: transformers class names served by this adapter
     class_names: ClassVar[tuple[str, ...]] = ()
@@ -89,7 +91,23 @@ class Adapter:
 
     @property
     def image_token_id(self) -> int:
-        return int(self.model.config.image_token_id)
+        return self.token_id("image")
+
+    def token_id(self, modality: str) -> int:
+        """The placeholder token of ``modality`` (``image``, ``video``) in this model's prompts."""
+        return int(getattr(self.model.config, f"{modality}_token_id"))
+
+    def encode(self, comp: Compressor, inputs: dict[str, Any]) -> dict[str, list[CompressedImage]]:
+        """Every compressed modality of the batch → its records, in prompt order."""
+        if inputs.get("pixel_values_videos") is not None:
+            raise NotImplementedError(f"llava.hf compresses images; {self.family} video inputs are not supported yet")
+        if inputs.get("pixel_values") is None:
+            return {}
+        return {"image": self.encode_images(comp, inputs)}
+
+    def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:
+        """The ``mm_encoder_outputs[modality]`` entry the host's forward consumes."""
+        return BaseModelOutputWithPooling(pooler_output=tuple(r.tokens for r in records))
 
     def image_layouts(self, inputs: dict[str, Any]) -> list[AnyResLayout]:
         """The uncompressed geometry of every image of the batch, in prompt order (host-side)."""
@@ -182,13 +200,12 @@ def run_counts(record: CompressedImage) -> torch.Tensor:
 def splice(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    token_id: int,
-    runs: list[torch.Tensor],
+    runs: dict[int, list[torch.Tensor]],
     pad_id: int = 0,
     hint: str = "",
 ) -> Spliced:
-    """Rewrite a batch so that image ``i``'s placeholder run (the ``i``-th run of ``token_id``
-    in row-major order, ``len(runs[i])`` tokens) becomes ``runs[i]`` repeats per position.
+    """Rewrite a batch so that the ``i``-th placeholder run of token ``t`` (in row-major order,
+    ``len(runs[t][i])`` tokens) becomes ``runs[t][i]`` repeats per position.
 
     Vectorised (one ``repeat_interleave``); host syncs: the placeholder count check and the
     new lengths. The result is left-padded with ``pad_id``.
@@ -196,17 +213,18 @@ def splice(
     B, L = input_ids.shape
     device = input_ids.device
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    is_img = (input_ids == token_id) & mask
-    expected = [int(r.numel()) for r in runs]
-    found = int(is_img.sum())
-    if found != sum(expected):
-        raise ValueError(
-            f"the prompt(s) hold {found} image tokens but the {len(runs)} image(s) call for {sum(expected)} "
-            f"(per image: {expected}){hint}"
-        )
     counts = mask.long()
-    if runs:
-        counts[is_img] = torch.cat(runs).to(device)
+    for token_id, token_runs in runs.items():
+        is_tok = (input_ids == token_id) & mask
+        expected = [int(r.numel()) for r in token_runs]
+        found = int(is_tok.sum())
+        if found != sum(expected):
+            raise ValueError(
+                f"the prompt(s) hold {found} placeholder tokens (id {token_id}) but the {len(token_runs)} "
+                f"image(s) call for {sum(expected)} (per image: {expected}){hint}"
+            )
+        if token_runs:
+            counts[is_tok] = torch.cat(token_runs).to(device)
     lengths = counts.sum(1)
     lens = lengths.tolist()
     total, width = sum(lens), max(lens)
@@ -260,26 +278,25 @@ def prepare_inputs(
     adapter = adapter_for(model)
     if "input_ids" not in inputs or inputs["input_ids"] is None:
         raise ValueError("prepare_inputs needs the processor's input_ids (the prompt with its image placeholders)")
-    if inputs.get("pixel_values_videos") is not None:
-        raise NotImplementedError("llava.hf compresses images; video inputs are not supported yet")
     if _is_off(comp):
         return dict(inputs), adapter.uncompressed_records(inputs) if inputs.get("pixel_values") is not None else []
     if inputs.get("position_ids") is not None:
         raise ValueError("prepare_inputs computes position_ids for the compressed prompt; do not pass them")
-    if inputs.get("pixel_values") is None:
-        return dict(inputs), []
     adapter.check(comp)
-    records = adapter.encode_images(comp, inputs)
+    encoded = adapter.encode(comp, inputs)
+    if not encoded:
+        return dict(inputs), []
     spliced = splice(
-        inputs["input_ids"], inputs.get("attention_mask"), adapter.image_token_id,
-        [run_counts(r) for r in records], _pad_id(model),
+        inputs["input_ids"], inputs.get("attention_mask"),
+        {adapter.token_id(m): [run_counts(r) for r in recs] for m, recs in encoded.items()}, _pad_id(model),
         hint="; pass the processor's output for these images (with llava.hf.install active, "
         "call model.generate directly instead)",
     )
     kwargs = {k: v for k, v in inputs.items() if k not in adapter.consumed and k != "attention_mask"}
     kwargs["input_ids"] = spliced.input_ids
     kwargs["attention_mask"] = spliced.attention_mask
-    kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(r.tokens for r in records))}
+    kwargs["mm_encoder_outputs"] = {m: adapter.encoder_output(m, recs) for m, recs in encoded.items()}
+    records = [r for recs in encoded.values() for r in recs]
     adapter.add_positions(kwargs, inputs, spliced)
     return kwargs, records
 

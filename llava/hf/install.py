@@ -200,7 +200,7 @@ def compressed_rope_index(
         r = torch.zeros(rec.index.shape[0], dtype=torch.long, device=input_ids.device)
         r[0] = rec.layout.num_tokens()
         runs.append(r)
-    full = splice(input_ids, attention_mask, token, runs)  # full-length prompt, left-padded
+    full = splice(input_ids, attention_mask, {token: runs})  # full-length prompt, left-padded
     positions = adapter.full_positions(full.input_ids, full.attention_mask, None, grid)  # [3, B, W]
     B, L = input_ids.shape
     # first full column fed by each compressed position
