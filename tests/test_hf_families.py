@@ -142,3 +142,22 @@ def test_wrong_placeholder_count_is_a_clear_error(hf_llava_next):
     inputs["input_ids"][0, -2] = model.config.image_token_id  # one placeholder too many
     with pytest.raises(ValueError, match=r"hold \d+ placeholder tokens \(id \d+\) but the 1 image\(s\) call for \d+"):
         llava.hf.prepare_inputs(model, build_compressor("globalcom2"), **inputs)
+
+
+@pytest.mark.parametrize("build", ["tiny_onevision", "tiny_qwen2_5_vl"])
+def test_half_precision_keeps_the_dtype_and_the_hosts_tokens(build):
+    from hf_helpers import host_image_tokens
+
+    import llava.testing.tiny_hf as tiny_hf
+
+    model, processor = getattr(tiny_hf, build)()
+    model = model.to(torch.bfloat16)
+    inputs = process(model, processor, [(1000, 1000) if "onevision" in build else (300, 200)])
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    with torch.no_grad():
+        full = host_image_tokens(model, inputs)[0]
+        kwargs, records = llava.hf.prepare_inputs(model, build_compressor("globalcom2", retention_ratio=0.25), **inputs)
+        logits = model(**kwargs).logits
+    assert records[0].tokens.dtype == torch.bfloat16 and logits.dtype == torch.bfloat16
+    assert torch.equal(records[0].tokens, full[records[0].kept])
+    assert torch.isfinite(logits.float()).all()

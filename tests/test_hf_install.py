@@ -86,6 +86,27 @@ def test_stock_generate_equals_llava_hf_generate(installed):
         assert got.shape == want.shape and (got - want).abs().max().item() <= 1e-4
 
 
+def test_multi_image_prompts_under_install(hf_qwen2_vl):
+    """Two images in one Qwen prompt, a text-only neighbour row: the installed get_rope_index
+    gives every survivor its full-grid position."""
+    model, processor = hf_qwen2_vl
+    comp = build_compressor("globalcom2", retention_ratio=0.3)
+    imgs = [random_image(200, 150, seed=1), random_image(120, 260, seed=2)]
+    texts = [prompt_for(model, "Compare them.", images=2), prompt_for(model, "Just text, no picture.", images=0)]
+    gen = dict(max_new_tokens=4, do_sample=False)
+    full = processor(images=imgs, text=texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ours = llava.hf.generate(model, comp, **full, **gen)
+    llava.hf.install(model, processor, comp)
+    try:
+        short = processor(images=imgs, text=texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            stock = model.generate(**short, **gen)
+    finally:
+        llava.hf.uninstall(model, processor)
+    assert torch.equal(stock[:, short["input_ids"].shape[1] :], ours[:, full["input_ids"].shape[1] :])
+
+
 def test_uninstall_restores_model_and_processor(family):
     name, model, processor = family
     before = process(model, processor, PAIR[:1])

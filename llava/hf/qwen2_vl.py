@@ -133,14 +133,16 @@ class Qwen2VLAdapter(Adapter):
     # ------------------------------------------------------------------ positions
 
     def full_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                       mm_token_type_ids: torch.Tensor | None, image_grid_thw: torch.Tensor) -> torch.Tensor:
-        """The host's M-RoPE positions ``[3, B, L]`` of the uncompressed prompt."""
+                       mm_token_type_ids: torch.Tensor | None, image_grid_thw: torch.Tensor,
+                       **grids: torch.Tensor | None) -> torch.Tensor:
+        """The host's M-RoPE positions ``[3, B, L]`` of the uncompressed prompt (``grids``:
+        ``video_grid_thw`` / ``second_per_grid_ts`` when the prompt also holds videos)."""
         if mm_token_type_ids is None:
             mm_token_type_ids = (input_ids == self.image_token_id).long()
         host = type(self.inner).get_rope_index  # the class's own, whatever is installed on the instance
         positions, _ = host(
             self.inner, input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
-            attention_mask=attention_mask,
+            attention_mask=attention_mask, **{k: v for k, v in grids.items() if v is not None},
         )
         return positions
 
@@ -156,7 +158,9 @@ class Qwen2VLAdapter(Adapter):
     def add_positions(self, kwargs: dict[str, Any], inputs: dict[str, Any], spliced: Spliced) -> None:
         ids = inputs["input_ids"]
         types = inputs.get("mm_token_type_ids")
-        full = self.full_positions(ids, inputs.get("attention_mask"), types, inputs["image_grid_thw"])
+        full = self.full_positions(ids, inputs.get("attention_mask"), types, inputs["image_grid_thw"],
+                                   video_grid_thw=inputs.get("video_grid_thw"),
+                                   second_per_grid_ts=inputs.get("second_per_grid_ts"))
         kwargs["position_ids"], deltas = self.compressed_positions(full, spliced)
         types = (ids == self.image_token_id).long() if types is None else types
         kwargs["mm_token_type_ids"] = spliced.take(types)
