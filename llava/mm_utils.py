@@ -263,10 +263,14 @@ def tokenizer_image_token(
 ):
     """Tokenize ``prompt`` with each ``<image>`` replaced by one ``image_token_index`` id.
 
-    The pieces around the placeholders are tokenized separately; the BOS the tokenizer adds
-    is kept on the first piece only.
+    The pieces around the placeholders are tokenized separately, as the original tree does
+    with its slow SentencePiece tokenizer (so every piece gets SentencePiece's leading ``▁``,
+    also one that starts with a space — restored for fast tokenizers that drop it, see
+    :mod:`llava.model.tokenizer`); the BOS the tokenizer adds is kept on the first piece only.
     """
-    pieces = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
+    from llava.model.tokenizer import sentencepiece_prefix_fix
+
+    pieces = [tokenizer(sentencepiece_prefix_fix(tokenizer, chunk)).input_ids for chunk in prompt.split("<image>")]
     bos = tokenizer.bos_token_id
     ids: list[int] = []
     for i, piece in enumerate(pieces):

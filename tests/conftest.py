@@ -38,6 +38,26 @@ def model(tiny):
     m.compressor = None
 
 
+@pytest.fixture(scope="session")
+def vqa(tmp_path_factory):
+    """Five short-answer questions (``questions.jsonl``) with images of different shapes."""
+    from eval_utils import make_vqa
+
+    return make_vqa(tmp_path_factory.mktemp("vqa"))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_ckpt, vqa) -> list[dict]:
+    """The uninterrupted single-process, batch-size-1 run of :func:`vqa` (in ``vqa/ref``)."""
+    from eval_utils import answers, loader_args
+
+    from llava.eval import model_vqa_loader
+
+    out = vqa / "ref" / "answers.jsonl"
+    model_vqa_loader.main(loader_args(tiny_ckpt, vqa, out))
+    return answers(out)
+
+
 # ----------------------------------------------------------------------------- transformers' own VLMs
 
 

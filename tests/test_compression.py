@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from llava.compression import COMPRESSORS, AnyResLayout, GlobalCom2, build_compressor, option_names
 from llava.compression import functional as Fn
+from llava.compression.methods import NonFiniteScoresError
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.testing.tiny_checkpoint import V16_PINPOINTS
@@ -464,7 +465,7 @@ def test_non_finite_scores_are_rejected(bad):
     lay = layout((672, 672))
     scores = torch.randn(5, N)
     scores[2, 7] = bad
-    with pytest.raises(RuntimeError, match="NaN or inf"):
+    with pytest.raises(NonFiniteScoresError, match="NaN or inf"):
         GlobalCom2().compress(torch.randn(5, N, 4), torch.zeros(4), lay, scores)
 
 

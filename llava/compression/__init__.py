@@ -25,6 +25,7 @@ from .methods import (
     FasterVLM,
     GlobalCom2,
     NoCompression,
+    NonFiniteScoresError,
     ScoreRequest,
     Selection,
     TopKCompressor,
@@ -36,7 +37,8 @@ from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_score
 
 __all__ = [
     "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
-    "GlobalCom2", "NoCompression", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor",
-    "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names",
-    "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible", "topk_mask",
+    "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
+    "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
+    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",
+    "topk_mask",
 ]

@@ -105,6 +105,8 @@ def global_score_map(thumb_scores: torch.Tensor, layout: AnyResLayout) -> torch.
     positions → ``[n, N]`` float32 (0 on tokens the LLM does not see)."""
     s = layout.side
     rows, cols = layout.visible_shape
+    if rows == 0 or cols == 0:  # aspect ratio so extreme that no canvas cell shows the image
+        return thumb_scores.new_zeros(layout.n_crops, layout.tokens_per_view, dtype=torch.float32)
     small = thumb_scores.float().reshape(1, 1, s, s)
     big = F.interpolate(small, size=(rows, cols), mode="bilinear", align_corners=False)[0, 0]
     return scatter_visible(big, layout)
@@ -225,7 +227,9 @@ def pack_plan(
         elif newlines == "all":
             row_nl = keep.new_ones(keep.shape[0], 1)
         else:
-            row_nl = keep.any(dim=1, keepdim=True)
+            # A row keeps its newline while it holds a kept token — or when it shows no image
+            # column at all (width-0 canvas of an extreme aspect ratio), as in LLaVA-NeXT.
+            row_nl = keep.any(dim=1, keepdim=True) | (keep.shape[1] == 0)
     else:
         valid = _valid_mask(layout, device)
         # u-th unpadded token of crop j sits at grid position order[j, u]; it is drawn at cell u.

@@ -83,9 +83,15 @@ def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
-def _check_scores(scores: torch.Tensor) -> None:
-    # Asynchronous on accelerators: no host sync in the hot path.
-    torch._assert_async(torch.isfinite(scores).all(), "token scores contain NaN or inf")
+class NonFiniteScoresError(ValueError):
+    """Token scores with NaN or inf (e.g. an fp16 overflow in the vision tower)."""
+
+
+def _finite_flag(scores: torch.Tensor) -> torch.Tensor:
+    """Whether ``scores`` are all finite, copied to the host without waiting: it is read only
+    after the selection, whose data-dependent length synchronises the device anyway (no
+    extra sync, and no device-side assert that would poison a CUDA context)."""
+    return torch.isfinite(scores).all().to("cpu", non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ class Compressor:
 
     def score_request(self) -> ScoreRequest | None:
         return None
+
+    def check_geometry(self, tokens_per_view: int) -> None:
+        """Refuse, before any work, a configuration that cannot run on views of
+        ``tokens_per_view`` tokens (called when the compressor is attached to a model)."""
 
     def select(self, layout: AnyResLayout, scores: torch.Tensor | None, views: torch.Tensor) -> Selection:
         raise NotImplementedError
@@ -132,10 +142,14 @@ class Compressor:
                 f"got {tuple(views.shape[:2])} views×tokens, the image layout needs "
                 f"({layout.n_views}, {layout.tokens_per_view})"
             )
-        if scores is not None:
-            _check_scores(scores)
+        finite = _finite_flag(scores) if scores is not None else None
         sel = self.select(layout, scores, views)
         plan = Fn.pack_plan(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy())
+        if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
+            raise NonFiniteScoresError(
+                f"{self.name}: the vision tower's token scores contain NaN or inf "
+                f"(scores dtype {scores.dtype}); the image cannot be compressed"
+            )
         tokens = Fn.gather_tokens(views, newline, plan.index, plan.newline_pos, project)
         return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
 
@@ -190,6 +204,13 @@ class TopKCompressor(Compressor):
             return None
         rows = layout.grid_h * layout.side if self.layout == "reference" else layout.visible_shape[0]
         return thumb + Fn.floor_count(layout.canvas_tokens, self.retention_ratio) + rows * int(layout.newline)
+
+    def check_geometry(self, tokens_per_view: int) -> None:
+        if Fn.floor_count(tokens_per_view, self.retention_ratio) == 0:
+            raise ValueError(
+                f"retention_ratio {self.retention_ratio!r} keeps no token of a {tokens_per_view}-token view "
+                f"(floor({tokens_per_view}·R) = 0); the minimum is 1/{tokens_per_view} = {1 / tokens_per_view:.6g}"
+            )
 
     def token_scores(self, scores: torch.Tensor | None, views: torch.Tensor) -> torch.Tensor:
         """``[V, N]`` float32 scores of every view's tokens."""

@@ -33,7 +33,8 @@ def cls_attention_scores(layer: nn.Module, hidden: torch.Tensor, kind: str = "cl
             (:func:`layer_received_attention`).
 
     Returns:
-        ``[V, N]`` float32 scores for the patch tokens.
+        ``[V, N]`` float32 scores for the patch tokens — computed in float32 throughout,
+        whatever the tower's dtype (an fp16 ``q·k`` can overflow).
 
     The keys are never projected: ``q_h·(W_h x + b_h) = (W_hᵀ q_h)·x + q_h·b_h``, so one
     ``[C]`` vector per head replaces the ``[1+N, C] × [C, C]`` key projection.
@@ -44,17 +45,22 @@ def cls_attention_scores(layer: nn.Module, hidden: torch.Tensor, kind: str = "cl
         raise ValueError(f"unknown [CLS] score kind {kind!r}; valid: cls_logits, cls_softmax, attn_received")
     attn = layer.self_attn
     heads, head_dim = attn.num_heads, attn.head_dim
-    x = layer.layer_norm1(hidden)  # [V, T, C]
-    q = attn.q_proj(x[:, 0]).view(x.shape[0], heads, head_dim)  # [V, H, d]
-    w_k = attn.k_proj.weight.view(heads, head_dim, -1)  # [H, d, C]
+    ln = layer.layer_norm1
+    x = F.layer_norm(hidden.float(), ln.normalized_shape, _f32(ln.weight), _f32(ln.bias), ln.eps)  # [V, T, C]
+    q = F.linear(x[:, 0], _f32(attn.q_proj.weight), _f32(attn.q_proj.bias)).view(x.shape[0], heads, head_dim)  # [V, H, d]
+    w_k = _f32(attn.k_proj.weight).view(heads, head_dim, -1)  # [H, d, C]
     u = torch.einsum("vhd,hdc->vhc", q, w_k)  # [V, H, C]
     logits = torch.einsum("vtc,vhc->vht", x, u)  # [V, H, T]
     if attn.k_proj.bias is not None:
-        logits = logits + torch.einsum("vhd,hd->vh", q, attn.k_proj.bias.view(heads, head_dim))[..., None]
-    logits = logits.float() * attn.scale
+        logits = logits + torch.einsum("vhd,hd->vh", q, _f32(attn.k_proj.bias).view(heads, head_dim))[..., None]
+    logits = logits * attn.scale
     if kind == "cls_softmax":
         logits = logits.softmax(dim=-1)
     return logits[..., 1:].mean(dim=1)  # [V, N]
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float()
 
 
 def neg_cos_scores(features: torch.Tensor) -> torch.Tensor:

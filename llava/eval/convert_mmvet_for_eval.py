@@ -1,25 +1,44 @@
-"""Convert MM-Vet answers to the grader's input format.
+"""LLaVA's ``scripts/convert_mmvet_for_eval.py``: MM-Vet answers -> the grader's input.
 
-Reads ``--src`` (answers jsonl: ``question_id, text``; ``question_id`` is the MM-Vet sample
-number, 0..217) and writes ``--dst``: ``{"v1_0": "answer", "v1_1": ..., ...}`` - the format of
-the official MM-Vet grader and of :mod:`llava.eval.eval_mmvet`.
+Reads ``--src`` (answers jsonl: ``question_id`` = MM-Vet sample number, ``text``) and writes
+``--dst``: ``{"v1_<question_id>": text, ...}`` (``json.dump(..., indent=2)``, as the original),
+the input of MM-Vet's evaluator and of :mod:`llava.eval.eval_mmvet`. Coverage is checked against
+``--mmvet-data`` (``mm-vet.json`` or its folder; by default ``../mm-vet.json`` from ``--dst``,
+LLaVA's ``mm-vet/results/`` layout); without it only error entries, duplicates and emptiness can be.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from llava.eval.scoring_utils import iter_jsonl, qid_key, run_cli
+from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.scoring_utils import add_coverage_args, dump_json, load_json, load_jsonl, run_cli
 
 
-def convert(src: str) -> dict[str, str]:
+def sample_key(question_id) -> str:
+    """The original's key: ``f"v1_{question_id}"``."""
+    return f"v1_{question_id}"
+
+
+def default_mmvet_json(dst: str) -> str | None:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(dst))), "mm-vet.json")
+    return path if os.path.isfile(path) else None
+
+
+def convert(src: str, mmvet_json: str | None = None, *, allow_partial: bool = False) -> dict[str, str]:
+    records = load_jsonl(src, "answers file")
+    keys = [sample_key(r.get("question_id")) for r in records]
+    if mmvet_json:
+        expected = list(load_json(mmvet_json, "MM-Vet data file (mm-vet.json)"))
+    else:
+        expected = list(dict.fromkeys(k for k, r in zip(keys, records) if not is_error_entry(r)))
+    tally = Tally(expected)
     out = {}
-    for r in iter_jsonl(src, "answers file"):
-        qid = qid_key(r.get("question_id"))
-        key = qid if qid.startswith("v1_") else f"v1_{qid}"
-        out[key] = str(r.get("text", ""))
+    for key, r in zip(keys, records):
+        if tally.add(key, error=is_error_entry(r)):
+            out[key] = r.get("text")
+    check_coverage(tally.finish(), src, allow_partial, verb="convert")
     return out
 
 
@@ -28,17 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="MM-Vet answers jsonl -> {v1_<id>: answer} json.")
     p.add_argument("--src", required=True, help="answers jsonl (question_id, text)")
     p.add_argument("--dst", required=True, help="results json to write")
+    p.add_argument("--mmvet-data", default=None,
+                   help="mm-vet.json (or its folder) to check coverage against (default: ../mm-vet.json from --dst)")
+    add_coverage_args(p)
     return p
 
 
 def _main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    out = convert(args.src)
-    parent = os.path.dirname(args.dst)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(args.dst, "w", encoding="utf-8") as fh:
-        json.dump(out, fh, indent=2, ensure_ascii=False)
+    ref = args.mmvet_data
+    if ref and os.path.isdir(ref):
+        ref = os.path.join(ref, "mm-vet.json")
+    ref = ref or default_mmvet_json(args.dst)
+    if ref is None:
+        print("note: no mm-vet.json (pass --mmvet-data): completeness not checked")
+    out = convert(args.src, ref, allow_partial=args.allow_partial)
+    dump_json(args.dst, out, indent=2)
     print(f"wrote {len(out)} answers to {args.dst}")
     return out
 

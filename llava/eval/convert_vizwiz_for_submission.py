@@ -1,54 +1,38 @@
-"""Convert VizWiz-VQA answers to the EvalAI submission format.
+"""LLaVA's ``scripts/convert_vizwiz_for_submission.py``: VizWiz answers -> EvalAI submission file.
 
-Reads ``--annotation-file`` (``llava_test.jsonl``: ``question_id, image, text``) and
-``--result-file`` (answers jsonl: ``question_id, text``); writes ``--result-upload-file``:
-``[{"image": "VizWiz_test_00000000.jpg", "answer": str}, ...]`` with one entry per test question
-(``""`` when unanswered).  Answers are normalised with the standard VQA processor; answers that
-say the question cannot be answered ("Unanswerable", "unanswerable.", "cannot be answered",
-"not answerable", ...) become the VizWiz label ``unanswerable``.
+Reads ``--annotation-file`` (``llava_test.jsonl``: ``question_id, image, ...``) and
+``--result-file`` (answers jsonl); writes ``--result-upload-file``: ``[{"image": <as in the
+annotation file>, "answer": normalised answer}, ...]`` in annotation order. The answers go
+through the VQA normaliser (:class:`llava.eval.m4c_evaluator.EvalAIAnswerProcessor`) and nothing
+else. As the original, every question needs an answer (with ``--allow-partial`` an unanswered
+one is written as ``""``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 
+from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.ids import qid_key
 from llava.eval.m4c_evaluator import EvalAIAnswerProcessor
-from llava.eval.scoring_utils import ScorerInputError, iter_jsonl, qid_key, require_file, run_cli
-
-_UNANSWERABLE = re.compile(
-    r"^(?:unanswerable|not answerable|cannot answer|can't answer|cannot be answered|can't be answered|"
-    r"it is unanswerable|question is unanswerable|this question is unanswerable)\b")
+from llava.eval.scoring_utils import ScorerInputError, add_coverage_args, dump_json, load_jsonl, run_cli
 
 
-def normalize_vizwiz_answer(text: str, processor=None) -> str:
-    proc = processor or EvalAIAnswerProcessor()
-    ans = proc(text)
-    if _UNANSWERABLE.match(ans):
-        return "unanswerable"
-    return ans
-
-
-def convert(annotation_file: str, result_file: str) -> tuple[list[dict], int]:
-    require_file(annotation_file, "VizWiz question file")
-    answers = {qid_key(r.get("question_id")): str(r.get("text", ""))
-               for r in iter_jsonl(result_file, "result file")}
-    proc = EvalAIAnswerProcessor()
-    out = []
-    missing = 0
-    for q in iter_jsonl(annotation_file, "VizWiz question file"):
+def convert(annotation_file: str, result_file: str, *, allow_partial: bool = False) -> list[dict]:
+    questions = load_jsonl(annotation_file, "VizWiz question file")
+    for i, q in enumerate(questions, start=1):
         if "image" not in q or "question_id" not in q:
-            raise ScorerInputError(f"{annotation_file}: a line lacks 'question_id' or 'image'")
-        key = qid_key(q["question_id"])
-        if key in answers:
-            ans = normalize_vizwiz_answer(answers[key], proc)
-        else:
-            ans = ""
-            missing += 1
-        out.append({"image": os.path.basename(str(q["image"])), "answer": ans})
-    return out, missing
+            raise ScorerInputError(f"{annotation_file}: line {i} lacks 'question_id' or 'image'")
+    tally = Tally(qid_key(q["question_id"]) for q in questions)
+    answers = {}
+    for r in load_jsonl(result_file, "result file"):
+        key = qid_key(r.get("question_id"))
+        if tally.add(key, error=is_error_entry(r)):
+            answers[key] = str(r.get("text", ""))
+    check_coverage(tally.finish(), result_file, allow_partial, verb="convert")
+    proc = EvalAIAnswerProcessor()
+    return [{"image": q["image"], "answer": proc(answers[k]) if (k := qid_key(q["question_id"])) in answers else ""}
+            for q in questions]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,23 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotation-file", required=True, help="llava_test.jsonl (question_id, image, text)")
     p.add_argument("--result-file", required=True, help="answers jsonl (question_id, text)")
     p.add_argument("--result-upload-file", required=True, help="submission json to write")
+    add_coverage_args(p)
     return p
 
 
-def _main(argv=None) -> dict:
+def _main(argv=None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    entries, missing = convert(args.annotation_file, args.result_file)
-    parent = os.path.dirname(args.result_upload_file)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(args.result_upload_file, "w", encoding="utf-8") as fh:
-        json.dump(entries, fh)
-    print(f"total questions: {len(entries)}, missing (empty answer): {missing}")
-    print(f"wrote {args.result_upload_file}")
-    return {"total": len(entries), "missing": missing}
+    entries = convert(args.annotation_file, args.result_file, allow_partial=args.allow_partial)
+    dump_json(args.result_upload_file, entries)
+    print(f"wrote {len(entries)} answers to {args.result_upload_file}")
+    return entries
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> list[dict]:
     return run_cli(_main, argv)
 
 

@@ -1,21 +1,24 @@
-"""POPE offline scorer: per-split precision/recall/F1 and the mean F1 (the paper's number).
+"""POPE scorer: LLaVA's ``llava/eval/eval_pope.py`` per split, and the mean F1 (the paper's number).
 
 Reads
-  * ``--annotation-dir`` holding ``coco_pope_adversarial.json``, ``coco_pope_random.json``,
-    ``coco_pope_popular.json`` (JSON lines ``{"question_id", "image", "text", "label": "yes"|"no"}``);
-  * ``--question-file`` ``llava_pope_test.jsonl`` (``question_id, image, text, category`` with
-    category in adversarial/random/popular);
-  * ``--result-file`` answers jsonl (``question_id, text, ...``).
+  * ``--annotation-dir`` with ``coco_pope_<split>.json`` files (JSON lines, ``"label": "yes"|"no"``);
+    every file there must be one (as the original asserts), and each names a split;
+  * ``--question-file`` ``llava_pope_test.jsonl`` (``question_id, category``, the split);
+  * ``--result-file`` answers jsonl (``question_id, text``).
 
-Each answer's question is looked up by ``question_id`` in the question file, which gives its
-category; its label is found in that category's annotation file by (image, question text) and,
-failing that, by position (the n-th question of a category in the question file <-> the n-th
-line of its annotation file, which is how the two files are aligned).
+As the original, per split: the answers of the split, in answer-file order, are paired **by
+position** with the lines of its label file; an answer is "no" when its first sentence (the text
+before the first ``.``), with commas removed and split on single spaces, has a piece equal to
+``No``, ``not`` or ``no`` — case-sensitive, so ``NO``, ``Not`` or ``No;`` count as "yes" — and
+"yes" otherwise (:func:`pope_yes_no`); a label is negative only if it is exactly ``no``. "yes" is
+the positive class; precision, recall, F1, accuracy and yes-ratio are printed per split as the
+original prints them. The headline is the mean of the splits' F1 (x100), the paper's POPE column.
 
-Answer parsing: keep the text before the first ``.``, lower-case it; if it contains the word
-``no`` or ``not`` the answer is "no", otherwise "yes".  "yes" is the positive class.
-
-The last printed line is ``POPE F1 (mean over 3 splits): XX.XX``.
+Positional pairing is only right when the answers of a split come in question-file order, so
+answers in another order are refused (``--lenient`` pairs each answer with the label at its
+question's position instead). A split without a "yes" answer has no precision: the original fails
+there, so it is refused too (``--lenient`` scores it 0). ``--lenient`` also parses answers
+case-insensitively on word boundaries (:func:`pope_yes_no_lenient`).
 """
 
 from __future__ import annotations
@@ -24,157 +27,148 @@ import argparse
 import os
 import re
 
+from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.ids import qid_key
 from llava.eval.scoring_utils import (
     ScorerInputError,
-    add_score_args,
+    add_scorer_args,
+    finish,
     load_jsonl,
-    maybe_write_score,
-    qid_key,
     require_dir,
     run_cli,
 )
 
-CATEGORIES = ("adversarial", "random", "popular")
+SPLITS = ("adversarial", "random", "popular")
+PREFIX, SUFFIX = "coco_pope_", ".json"
 _WORD = re.compile(r"[a-z]+")
 
 
-def parse_yes_no(text: str) -> str:
-    """``"no"`` if the first sentence contains the word no/not, else ``"yes"``."""
-    first = str(text).split(".", 1)[0].lower()
-    words = set(_WORD.findall(first))
+def pope_yes_no(text: str) -> str:
+    """LLaVA's POPE rule (module doc): ``"no"`` or ``"yes"``."""
+    if text.find(".") != -1:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+
+
+def pope_yes_no_lenient(text: str) -> str:
+    """``"no"`` if the first sentence has the word no/not in any case, else ``"yes"`` (``--lenient``)."""
+    words = set(_WORD.findall(str(text).split(".", 1)[0].lower()))
     return "no" if ("no" in words or "not" in words) else "yes"
 
 
-def _norm_question(text: str) -> str:
-    line = str(text).replace("<image>", "").strip().split("\n", 1)[0]
-    return " ".join(line.lower().split())
-
-
-def binary_metrics(preds: list[str], labels: list[str]) -> dict:
-    """Confusion counts and metrics with "yes" as the positive class (fractions, not percent)."""
-    tp = sum(p == "yes" and g == "yes" for p, g in zip(preds, labels))
-    fp = sum(p == "yes" and g == "no" for p, g in zip(preds, labels))
-    tn = sum(p == "no" and g == "no" for p, g in zip(preds, labels))
-    fn = sum(p == "no" and g == "yes" for p, g in zip(preds, labels))
-    n = len(preds)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+def binary_metrics(preds: list[str], labels: list[str], *, lenient: bool = False) -> dict:
+    """The original's counts and metrics ("yes" positive, a label is negative only if ``"no"``)."""
+    pos = [p != "no" for p in preds]
+    gold = [g != "no" for g in labels]
+    tp = sum(p and g for p, g in zip(pos, gold))
+    fp = sum(p and not g for p, g in zip(pos, gold))
+    tn = sum(not p and not g for p, g in zip(pos, gold))
+    fn = sum(not p and g for p, g in zip(pos, gold))
+    if tp == 0 and not lenient:  # the original divides by TP+FP, TP+FN and precision+recall
+        raise ZeroDivisionError("no answer is a true 'yes' (TP = 0): precision, recall or F1 is undefined")
+    precision = float(tp) / float(tp + fp) if tp + fp else 0.0
+    recall = float(tp) / float(tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "num_samples": n, "TP": tp, "FP": fp, "TN": tn, "FN": fn,
-        "accuracy": (tp + tn) / n if n else 0.0,
-        "precision": precision, "recall": recall, "f1": f1,
-        "yes_ratio": sum(p == "yes" for p in preds) / n if n else 0.0,
-    }
+    return {"num_samples": len(preds), "TP": tp, "FP": fp, "TN": tn, "FN": fn,
+            "accuracy": (tp + tn) / (tp + tn + fp + fn), "precision": precision, "recall": recall, "f1": f1,
+            "yes_ratio": sum(pos) / len(pos)}
 
 
-def evaluate(annotation_dir: str, question_file: str, result_file: str) -> dict:
+def _splits(annotation_dir: str) -> list[str]:
     require_dir(annotation_dir, "annotation directory")
-    questions = load_jsonl(question_file, "question file")
-    q_by_id: dict[str, dict] = {}
-    position: dict[str, int] = {}
-    per_cat_count: dict[str, int] = {}
-    for i, q in enumerate(questions):
+    names = sorted(os.listdir(annotation_dir))
+    bad = [n for n in names if not (n.startswith(PREFIX) and n.endswith(SUFFIX))]
+    if bad:
+        raise ScorerInputError(f"{annotation_dir}: {', '.join(bad)}: the annotation directory may hold only "
+                               f"{PREFIX}<split>{SUFFIX} files (one per split), as the original requires")
+    if not names:
+        raise ScorerInputError(f"{annotation_dir}: no {PREFIX}<split>{SUFFIX} files")
+    splits = [n[len(PREFIX):-len(SUFFIX)] for n in names]
+    return sorted(splits, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+
+
+def evaluate(annotation_dir: str, question_file: str, result_file: str, *, allow_partial: bool = False,
+             lenient: bool = False) -> dict:
+    splits = _splits(annotation_dir)
+    labels = {s: [str(r.get("label")) for r in load_jsonl(os.path.join(annotation_dir, f"{PREFIX}{s}{SUFFIX}"),
+                                                           f"POPE label file of '{s}'")] for s in splits}
+    position: dict[str, tuple[str, int]] = {}
+    count = dict.fromkeys(splits, 0)
+    for i, q in enumerate(load_jsonl(question_file, "question file"), start=1):
         if "question_id" not in q or "category" not in q:
-            raise ScorerInputError(f"{question_file}: line {i + 1} lacks 'question_id' or 'category'")
-        key = qid_key(q["question_id"])
-        q_by_id[key] = q
-        cat = q["category"]
-        position[key] = per_cat_count.get(cat, 0)
-        per_cat_count[cat] = position[key] + 1
+            raise ScorerInputError(f"{question_file}: line {i} lacks 'question_id' or 'category'")
+        if q["category"] in count:
+            position[qid_key(q["question_id"])] = (q["category"], count[q["category"]])
+            count[q["category"]] += 1
+    for s in splits:
+        if count[s] > len(labels[s]):
+            raise ScorerInputError(f"split '{s}': {count[s]} questions in {question_file} but only {len(labels[s])} "
+                                   f"labels in {PREFIX}{s}{SUFFIX}")
 
-    results = load_jsonl(result_file, "result file")
-    cats_needed = []
-    for r in results:
-        q = q_by_id.get(qid_key(r.get("question_id")))
-        if q is not None and q["category"] not in cats_needed:
-            cats_needed.append(q["category"])
-
-    labels_by_key: dict[str, dict[tuple[str, str], list[str]]] = {}
-    labels_by_pos: dict[str, list[str]] = {}
-    for cat in cats_needed:
-        path = os.path.join(annotation_dir, f"coco_pope_{cat}.json")
-        rows = load_jsonl(path, f"POPE annotation file for '{cat}'")
-        keyed: dict[tuple[str, str], list[str]] = {}
-        for row in rows:
-            keyed.setdefault((os.path.basename(str(row.get("image", ""))), _norm_question(row.get("text", ""))),
-                             []).append(str(row["label"]).strip().lower())
-        labels_by_key[cat] = keyed
-        labels_by_pos[cat] = [str(row["label"]).strip().lower() for row in rows]
-
-    preds: dict[str, list[str]] = {c: [] for c in cats_needed}
-    labels: dict[str, list[str]] = {c: [] for c in cats_needed}
-    unmatched = errors = 0
-    for r in results:
+    tally = Tally(position)
+    answers: dict[str, list[tuple[int, str]]] = {s: [] for s in splits}  # split -> [(position, text)]
+    for r in load_jsonl(result_file, "result file"):
         key = qid_key(r.get("question_id"))
-        q = q_by_id.get(key)
-        if q is None:
-            unmatched += 1
-            continue
-        cat = q["category"]
-        cand = labels_by_key[cat].get((os.path.basename(str(q.get("image", ""))), _norm_question(q.get("text", ""))))
-        if cand:
-            label = cand[0] if len(cand) == 1 or len(set(cand)) == 1 else cand.pop(0)
-        elif position[key] < len(labels_by_pos[cat]):
-            label = labels_by_pos[cat][position[key]]
-        else:
-            raise ScorerInputError(f"no label for question_id {q['question_id']} in coco_pope_{cat}.json")
-        if r.get("error"):  # a failed generation (error entry) counts as a wrong answer
-            errors += 1
-            preds[cat].append("no" if label == "yes" else "yes")
-        else:
-            preds[cat].append(parse_yes_no(r.get("text", "")))
-        labels[cat].append(label)
+        if tally.add(key, error=is_error_entry(r)):
+            split, pos = position[key]
+            answers[split].append((pos, str(r.get("text", ""))))
+    coverage = tally.finish()
+    check_coverage(coverage, result_file, allow_partial)
 
-    per_category = {}
-    for cat in sorted(cats_needed, key=lambda c: CATEGORIES.index(c) if c in CATEGORIES else len(CATEGORIES)):
-        per_category[cat] = binary_metrics(preds[cat], labels[cat])
-    f1s = [m["f1"] for m in per_category.values()]
-    mean_f1 = 100.0 * sum(f1s) / len(f1s) if f1s else 0.0
-    return {
-        "benchmark": "pope",
-        "per_category": per_category,
-        "f1_mean": mean_f1,
-        "num_samples": sum(m["num_samples"] for m in per_category.values()),
-        "num_unmatched": unmatched,
-        "num_errors": errors,
-    }
+    parse = pope_yes_no_lenient if lenient else pope_yes_no
+    per_split = {}
+    for s in splits:
+        if not answers[s]:
+            continue
+        order = [pos for pos, _ in answers[s]]
+        if not lenient and any(b <= a for a, b in zip(order, order[1:])):
+            bad = next(i for i in range(1, len(order)) if order[i] <= order[i - 1])
+            raise ScorerInputError(
+                f"{result_file}: the answers of split '{s}' are not in question-file order (its answer #{bad + 1} "
+                f"is for the split's question #{order[bad] + 1}); the original pairs answers with labels by "
+                f"position, so it would score them against the wrong labels. --lenient pairs by question.")
+        try:
+            per_split[s] = binary_metrics([parse(t) for _, t in answers[s]], [labels[s][p] for p, _ in answers[s]],
+                                          lenient=lenient)
+        except ZeroDivisionError as exc:
+            raise ScorerInputError(f"split '{s}': {exc} (the original tool fails here; --lenient scores it 0)") from None
+    f1s = [m["f1"] for m in per_split.values()]
+    return {"benchmark": "pope", "per_category": per_split, "f1_mean": 100.0 * sum(f1s) / len(f1s),
+            "num_samples": sum(m["num_samples"] for m in per_split.values()), "coverage": coverage}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m llava.eval.eval_pope",
-                                description="POPE F1 per split (adversarial/random/popular) and their mean.")
+                                description="POPE F1 per split (LLaVA's eval_pope.py) and their mean.")
     p.add_argument("--annotation-dir", required=True, help="folder with coco_pope_{adversarial,random,popular}.json")
     p.add_argument("--question-file", required=True, help="llava_pope_test.jsonl")
     p.add_argument("--result-file", required=True, help="answers jsonl (question_id, text)")
-    add_score_args(p)
+    add_scorer_args(p, lenient="Pair answers with labels by question (any answer order), parse no/not in any "
+                               "case, and score a split without 'yes' answers 0.")
     return p
 
 
 def _main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    res = evaluate(args.annotation_dir, args.question_file, args.result_file)
-    if res["num_unmatched"]:
-        print(f"warning: {res['num_unmatched']} answer(s) have a question_id not in the question file")
-    if res["num_errors"]:
-        print(f"note: {res['num_errors']} error entr{'y' if res['num_errors'] == 1 else 'ies'} counted as wrong answers")
-    for cat, m in res["per_category"].items():
-        print(f"Category: {cat}, # samples: {m['num_samples']}")
+    res = evaluate(args.annotation_dir, args.question_file, args.result_file, allow_partial=args.allow_partial,
+                   lenient=args.lenient)
+    for split, m in res["per_category"].items():
+        print(f"Category: {split}, # samples: {m['num_samples']}")
         print("TP\tFP\tTN\tFN\t")
         print(f"{m['TP']}\t{m['FP']}\t{m['TN']}\t{m['FN']}")
-        print(f"Accuracy: {m['accuracy']:.3f}")
-        print(f"Precision: {m['precision']:.3f}")
-        print(f"Recall: {m['recall']:.3f}")
-        print(f"F1 score: {m['f1']:.3f}")
-        print(f"Yes ratio: {m['yes_ratio']:.3f}")
-        print(f"{m['f1']:.3f}, {m['accuracy']:.3f}, {m['precision']:.3f}, {m['recall']:.3f}, {m['yes_ratio']:.3f}")
+        print(f"Accuracy: {m['accuracy']}")
+        print(f"Precision: {m['precision']}")
+        print(f"Recall: {m['recall']}")
+        print(f"F1 score: {m['f1']}")
+        print(f"Yes ratio: {m['yes_ratio']}")
+        print(", ".join(f"{m[k]:.3f}" for k in ("f1", "accuracy", "precision", "recall", "yes_ratio")))
         print("====================================")
-    details = {cat: {k: m[k] for k in ("f1", "accuracy", "precision", "recall", "yes_ratio", "num_samples")}
-               for cat, m in res["per_category"].items()}
-    maybe_write_score(args, "pope", res["f1_mean"], result_file=args.result_file,
-                      num_samples=res["num_samples"], details=details)
     n = len(res["per_category"])
-    print(f"POPE F1 (mean over {n} split{'s' if n != 1 else ''}): {res['f1_mean']:.2f}")
+    details = {s: {k: m[k] for k in ("f1", "accuracy", "precision", "recall", "yes_ratio", "num_samples")}
+               for s, m in res["per_category"].items()}
+    finish(args, "pope", res["f1_mean"], f"POPE F1 (mean over {n} split{'s' if n != 1 else ''}): {res['f1_mean']:.2f}",
+           coverage=res["coverage"], result_file=args.result_file, num_samples=res["num_samples"], details=details)
     return res
 
 

@@ -1,155 +1,128 @@
-"""VQA-style answer normalisation and soft accuracy (TextVQA, VQAv2, VizWiz).
+"""VQA answer normalisation and soft accuracy, as LLaVA's ``llava/eval/m4c_evaluator.py`` (MMF's
+EvalAI answer processor) computes them — used by TextVQA, VQAv2 and VizWiz.
 
-The normalisation follows the well-known VQA evaluation rules, applied in this order:
+:class:`EvalAIAnswerProcessor` applies, in this order:
 
-1. lower-case; drop commas and question marks (so ``"1,000"`` -> ``"1000"``); split a
-   possessive ``'s`` off its word (``"man's"`` -> ``"man 's"``); newlines/tabs -> spaces.
-2. punctuation (``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !``): removed outright when the text
-   contains it next to a space or contains a ``digit,digit`` pattern, otherwise replaced by a
-   space; then every period *not followed by a digit* is removed (``"cat."`` -> ``"cat"``,
-   ``"3.5"`` stays).
-3. per word: number words ``none, zero … ten`` -> digits, articles ``a an the`` dropped,
-   apostrophe-less contractions restored (``"dont"`` -> ``"don't"``).
+1. ``word_tokenize``: lower-case; drop ``,`` and ``?``; ``'s`` -> ``" 's"``; strip; then newlines
+   and tabs become spaces.
+2. ``process_punctuation``: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is removed
+   if the text has it next to a space (or has a ``digit,digit`` pattern, which step 1 already
+   made impossible), else replaced by a space. Then periods not followed by a digit are removed —
+   **at most 32 of them**: the original passes ``re.UNICODE`` (= 32) as ``re.sub``'s ``count``.
+   (Its pattern also starts with a mistyped look-behind, ``(?!<=\\d)``, which never fires.)
+3. ``process_digit_article``: per word, number words ``none zero … ten`` -> digits, articles
+   ``a an the`` dropped, then the **fixed contraction table** below. The table is the original's,
+   oddities included: ``aint`` -> ``ain't``; ``im``/``ive``/``id've`` are absent (their keys are
+   capitalised, ``Im``/``Ive``/``Id've``, and never match lower-cased text); ``somebody'd`` maps to
+   ``somebodyd``; ``couldntve`` and the like are not keys.
 
-Soft accuracy (:class:`TextVQAAccuracyEvaluator`): with ``n`` (normally 10) human answers, a
-prediction scores the mean over the ``n`` leave-one-out subsets of ``min(1, matches / 3)``,
-where ``matches`` counts the subset's answers equal to the prediction after normalisation.
+Soft accuracy (:class:`TextVQAAccuracyEvaluator`, TextVQA): every ground-truth answer list must
+have 10 answers; a prediction scores the mean over the 10 leave-one-out subsets of
+``min(1, matches / 3)``, summed in the original's order so the float result is bit-identical.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-# Contractions as written with apostrophes.  Forms whose apostrophe-less spelling is an ordinary
-# English word (we'll -> well, it's -> its, we're -> were, i'll -> ill, she'll -> shell, ...) are
-# deliberately absent, as in the standard VQA evaluation.
-_CONTRACTIONS_WITH_APOSTROPHES = """
-aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't
-he'd he'd've he's how'd how'll how's i'd've i'm i've isn't it'd it'd've it'll let's ma'am
-mightn't mightn't've might've mustn't must've needn't not've o'clock oughtn't 'ow's'at shan't
-she'd've she's should've shouldn't shouldn't've somebody'd somebody'd've somebody'll somebody's
-someone'd someone'd've someone'll someone's something'd something'd've something'll that's
-there'd there'd've there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've
-we've weren't what'll what're what's what've when's where'd where's where've who'd who'd've
-who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all y'all'll
-y'all'd've you'd you'd've you'll you're you've
-""".split()
+# The original table as data, "key value" per entry (keys with an apostrophe-less spelling first).
+_CONTRACTION_TABLE = """
+aint ain't | arent aren't | cant can't | couldve could've | couldnt couldn't | couldn'tve couldn't've
+couldnt've couldn't've | didnt didn't | doesnt doesn't | dont don't | hadnt hadn't | hadnt've hadn't've
+hadn'tve hadn't've | hasnt hasn't | havent haven't | hed he'd | hed've he'd've | he'dve he'd've | hes he's
+howd how'd | howll how'll | hows how's | Id've I'd've | I'dve I'd've | Im I'm | Ive I've | isnt isn't
+itd it'd | itd've it'd've | it'dve it'd've | itll it'll | let's let's | maam ma'am | mightnt mightn't
+mightnt've mightn't've | mightn'tve mightn't've | mightve might've | mustnt mustn't | mustve must've
+neednt needn't | notve not've | oclock o'clock | oughtnt oughtn't | ow's'at 'ow's'at | 'ows'at 'ow's'at
+'ow'sat 'ow's'at | shant shan't | shed've she'd've | she'dve she'd've | she's she's | shouldve should've
+shouldnt shouldn't | shouldnt've shouldn't've | shouldn'tve shouldn't've | somebody'd somebodyd
+somebodyd've somebody'd've | somebody'dve somebody'd've | somebodyll somebody'll | somebodys somebody's
+someoned someone'd | someoned've someone'd've | someone'dve someone'd've | someonell someone'll
+someones someone's | somethingd something'd | somethingd've something'd've | something'dve something'd've
+somethingll something'll | thats that's | thered there'd | thered've there'd've | there'dve there'd've
+therere there're | theres there's | theyd they'd | theyd've they'd've | they'dve they'd've | theyll they'll
+theyre they're | theyve they've | twas 'twas | wasnt wasn't | wed've we'd've | we'dve we'd've | weve we've
+werent weren't | whatll what'll | whatre what're | whats what's | whatve what've | whens when's
+whered where'd | wheres where's | whereve where've | whod who'd | whod've who'd've | who'dve who'd've
+wholl who'll | whos who's | whove who've | whyll why'll | whyre why're | whys why's | wont won't
+wouldve would've | wouldnt wouldn't | wouldnt've wouldn't've | wouldn'tve wouldn't've | yall y'all
+yall'll y'all'll | y'allll y'all'll | yall'd've y'all'd've | y'alld've y'all'd've | y'all'dve y'all'd've
+youd you'd | youd've you'd've | you'dve you'd've | youll you'll | youre you're | youve you've
+"""
+CONTRACTIONS: dict[str, str] = dict(
+    entry.split() for entry in _CONTRACTION_TABLE.replace("\n", " | ").split("|") if entry.strip())
 
-
-def _build_contractions(words: Iterable[str]) -> dict[str, str]:
-    """Map every spelling with at least one apostrophe dropped back to the full contraction."""
-    table: dict[str, str] = {}
-    for word in words:
-        positions = [i for i, ch in enumerate(word) if ch == "'"]
-        for k in range(1, len(positions) + 1):
-            for drop in itertools.combinations(positions, k):
-                variant = "".join(ch for i, ch in enumerate(word) if i not in drop)
-                table[variant] = word
-    return table
-
-
-CONTRACTIONS: dict[str, str] = _build_contractions(_CONTRACTIONS_WITH_APOSTROPHES)
-
-NUMBER_WORDS: dict[str, str] = {
+NUMBER_MAP: dict[str, str] = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
     "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }
-
-ARTICLES = frozenset({"a", "an", "the"})
-
-PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-               "?", "!"]
-
-_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
-# A period that is not followed by a digit.  (The standard tool writes this with a mistyped
-# look-behind that in fact never fires, so only the look-ahead matters; we keep that behaviour.)
-_PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+ARTICLES = ("a", "an", "the")
+PUNCTUATIONS = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
+                ",", "?", "!")
+PERIOD_STRIP_MAX = re.UNICODE  # the original's re.sub(..., in_text, re.UNICODE): count = 32
+_PERIOD_STRIP = re.compile(r"\.(?!\d)")
+_COMMA_STRIP = re.compile(r"(?<=\d),+(?=\d)")
 
 
 class EvalAIAnswerProcessor:
-    """Callable normalising one answer string the way the VQA/TextVQA evaluation does."""
+    """Callable normalising one answer string exactly as LLaVA's VQA/TextVQA evaluation does."""
 
-    def word_tokenize(self, text: str) -> str:
-        text = text.lower()
-        text = text.replace(",", "").replace("?", "").replace("'s", " 's")
-        return text.strip()
+    def word_tokenize(self, word: str) -> str:
+        word = word.lower().replace(",", "").replace("?", "").replace("'s", " 's")
+        return word.strip()
 
-    def process_punctuation(self, text: str) -> str:
-        out = text
-        drop_all = _DIGIT_COMMA_DIGIT.search(text) is not None
-        for p in PUNCTUATION:
-            if drop_all or (p + " ") in text or (" " + p) in text:
+    def process_punctuation(self, in_text: str) -> str:
+        out = in_text
+        digit_comma = _COMMA_STRIP.search(in_text) is not None
+        for p in PUNCTUATIONS:
+            if (p + " ") in in_text or (" " + p) in in_text or digit_comma:
                 out = out.replace(p, "")
             else:
                 out = out.replace(p, " ")
-        return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
+        return _PERIOD_STRIP.sub("", out, count=PERIOD_STRIP_MAX)
 
-    def process_digit_article(self, text: str) -> str:
-        words = []
-        for word in text.lower().split():
-            word = NUMBER_WORDS.get(word, word)
-            if word in ARTICLES:
-                continue
-            words.append(CONTRACTIONS.get(word, word))
-        return " ".join(words)
+    def process_digit_article(self, in_text: str) -> str:
+        words = [NUMBER_MAP.get(w, w) for w in in_text.lower().split()]
+        words = [w for w in words if w not in ARTICLES]
+        return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
-    def __call__(self, answer: str) -> str:
-        text = self.word_tokenize(str(answer))
-        text = text.replace("\n", " ").replace("\t", " ").strip()
-        text = self.process_punctuation(text)
-        return self.process_digit_article(text)
+    def __call__(self, item: str) -> str:
+        item = self.word_tokenize(item)
+        item = item.replace("\n", " ").replace("\t", " ").strip()
+        item = self.process_punctuation(item)
+        return self.process_digit_article(item)
 
 
-_DEFAULT_PROCESSOR = EvalAIAnswerProcessor()
+_PROCESSOR = EvalAIAnswerProcessor()
 
 
 def normalize_answer(answer: str) -> str:
-    """Normalise one answer with the standard VQA rules (module docstring)."""
-    return _DEFAULT_PROCESSOR(answer)
-
-
-def soft_scores(gt_answers: Sequence[str], processor=None) -> dict[str, float]:
-    """Soft accuracy of every distinct (normalised) ground-truth answer.
-
-    Answers not in the returned dict score 0.  With ``n >= 2`` answers each candidate gets the
-    mean over the ``n`` leave-one-out subsets of ``min(1, matches/3)``; with a single answer it
-    gets ``min(1, matches/3)`` directly.
-    """
-    proc = processor or _DEFAULT_PROCESSOR
-    answers = [proc(a) for a in gt_answers]
-    counts = Counter(answers)
-    n = len(answers)
-    scores: dict[str, float] = {}
-    for cand, c in counts.items():
-        if n < 2:
-            scores[cand] = min(1.0, c / 3.0)
-            continue
-        # leaving out one of the c matching answers leaves c-1 matches; any other leaves c
-        total = c * min(1.0, (c - 1) / 3.0) + (n - c) * min(1.0, c / 3.0)
-        scores[cand] = total / n
-    return scores
+    """Normalise one answer with :class:`EvalAIAnswerProcessor`."""
+    return _PROCESSOR(answer)
 
 
 class TextVQAAccuracyEvaluator:
-    """VQA soft accuracy over a list of ``{"pred_answer": str, "gt_answers": [str, ...]}``."""
+    """VQA soft accuracy over ``[{"pred_answer": str, "gt_answers": [10 str]}, ...]`` (a fraction)."""
 
-    def __init__(self, processor=None):
-        self.answer_processor = processor or EvalAIAnswerProcessor()
+    def __init__(self):
+        self.answer_processor = EvalAIAnswerProcessor()
+
+    def answer_scores(self, raw_answers: Sequence[str]) -> dict[str, float]:
+        """Soft score of every distinct normalised ground-truth answer (others score 0)."""
+        answers = [self.answer_processor(a) for a in raw_answers]
+        if len(answers) != 10:
+            raise ValueError(f"expected 10 ground-truth answers, got {len(answers)}")
+        scores = {}
+        for cand in set(answers):
+            # leave answer i out; count the other nine that equal the candidate
+            accs = [min(1, (sum(a == cand for a in answers) - (answers[i] == cand)) / 3) for i in range(10)]
+            scores[cand] = sum(accs) / len(accs)
+        return scores
 
     def score_one(self, pred_answer: str, gt_answers: Sequence[str]) -> float:
-        if not gt_answers:
-            raise ValueError("no ground-truth answers")
-        return soft_scores(gt_answers, self.answer_processor).get(self.answer_processor(pred_answer), 0.0)
+        return self.answer_scores(gt_answers).get(self.answer_processor(pred_answer), 0.0)
 
     def eval_pred_list(self, pred_list: Sequence[dict]) -> float:
-        if not pred_list:
-            return 0.0
-        total = sum(self.score_one(e["pred_answer"], e["gt_answers"]) for e in pred_list)
-        return total / len(pred_list)
-
-
-# Same scorer for VQAv2 / VizWiz-style annotations.
-VQAAccuracyEvaluator = TextVQAAccuracyEvaluator
+        scores = [self.score_one(e["pred_answer"], e["gt_answers"]) for e in pred_list]
+        return sum(scores) / len(scores)

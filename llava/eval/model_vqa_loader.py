@@ -13,13 +13,17 @@ line of the prompt (``<image>`` / question / OCR line / instruction → the OCR 
 like the release it needs that line to exist: a question of fewer than three text lines is
 recorded as an error.
 
-Answers, resuming, errors, batching, chunking and data-parallel runs: see
-:mod:`llava.eval.common`.
+The answer's ``prompt`` is the question's ``text`` as given (also with ``--drop-ocr-line``), as
+in the original LLaVA driver and the GlobalCom² release. Answers, resuming, errors, batching,
+chunking and data-parallel runs: see :mod:`llava.eval.runs`.
 """
 
 from __future__ import annotations
 
-from llava.eval.common import Item, build_parser, read_jsonl_questions, run
+from llava.eval.runs.driver import run
+from llava.eval.runs.errors import exit_on_error
+from llava.eval.runs.flags import build_parser
+from llava.eval.runs.questions import Item, read_jsonl_questions
 
 DRIVER = "model_vqa_loader"
 
@@ -41,10 +45,10 @@ def parse_question(obj: dict, line: int, drop_ocr: bool = False) -> Item:
         raise ValueError("'image' is not a file name")
     if "question_id" not in obj:
         raise KeyError("question_id")
-    text = text.replace("<image>", "").strip()
+    message = text.replace("<image>", "").strip()
     if drop_ocr:
-        text = drop_ocr_line(text)
-    return Item(obj["question_id"], prompt=text, image=image, line=line)
+        message = drop_ocr_line(message)
+    return Item(obj["question_id"], message=message, prompt=text, image=image, line=line)
 
 
 def load_questions(path: str, drop_ocr: bool = False) -> list[Item]:
@@ -60,8 +64,9 @@ def build_arg_parser():
 
 def main(argv=None) -> dict:
     args = build_arg_parser().parse_args(argv)
-    items = load_questions(args.question_file, args.drop_ocr_line)
-    return run(args, items, driver=DRIVER, prompt_options={"drop_ocr_line": args.drop_ocr_line})
+    with exit_on_error():
+        items = load_questions(args.question_file, args.drop_ocr_line)
+        return run(args, items, driver=DRIVER, prompt_options={"drop_ocr_line": args.drop_ocr_line})
 
 
 if __name__ == "__main__":

@@ -18,21 +18,10 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llava.compression.cli import add_compression_args, compressor_from_args
-from llava.conversation import build_chat_prompt
+from llava.conversation import build_chat_prompt, conv_templates, default_conv_mode
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
-from llava.model.builder import load_pretrained_model
+from llava.model.builder import DTYPES, load_pretrained_model
 from llava.utils import synchronize
-
-
-def default_conv_mode(model_name: str) -> str:
-    name = model_name.lower()
-    if "llama-2" in name:
-        return "llava_llama_2"
-    if "mistral" in name:
-        return "mistral_instruct"
-    if "v1.6-34b" in name:
-        return "chatml_direct"
-    return "llava_v1"
 
 
 class _FirstTokenClock(StoppingCriteria):
@@ -49,23 +38,33 @@ class _FirstTokenClock(StoppingCriteria):
 
 
 def eval_model(args) -> str:
+    files = [f for f in re.split(re.escape(args.sep), args.image_file) if f]
+    if not files:
+        raise ValueError(f"--image-file {args.image_file!r} names no image")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    t1 = time.perf_counter()
+    images = [load_image(f) for f in files]  # before the model: a bad file costs nothing
+    t_read = time.perf_counter() - t1
     t0 = time.perf_counter()
     model_name = args.model_name or get_model_name_from_path(args.model_path)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         args.model_path, args.model_base, model_name, device=args.device, compressor=compressor_from_args(args),
-        attn_implementation=args.attn_implementation,
+        attn_implementation=args.attn_implementation, dtype=args.dtype,
     )
     t_load = time.perf_counter() - t0
-    conv_mode = args.conv_mode or default_conv_mode(model_name)
+    conv_mode = default_conv_mode(model_name)
+    if args.conv_mode is not None and args.conv_mode != conv_mode:
+        print(f"[WARNING] the auto inferred conversation mode is {conv_mode}, while `--conv-mode` is "
+              f"{args.conv_mode}, using {args.conv_mode}", file=sys.stderr)
+        conv_mode = args.conv_mode
     prompt = build_chat_prompt(args.query, model.config, conv_mode)
 
     t1 = time.perf_counter()
-    files = [f for f in re.split(re.escape(args.sep), args.image_file) if f]
-    images = [load_image(f) for f in files]
     image_sizes = [im.size for im in images]
     images_tensor = process_images(images, image_processor, model.config, device=model.device, dtype=model.dtype)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(model.device)
-    t_pre = time.perf_counter() - t1
+    t_pre = time.perf_counter() - t1 + t_read
 
     model.record_timings, model.stage_times = args.stats, {}
     clock = _FirstTokenClock(model.device)
@@ -124,13 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-name", default=None, help="defaults to the folder name")
     ap.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
     ap.add_argument("--query", required=True)
-    ap.add_argument("--conv-mode", default=None, help="conversation template (default: from the model name)")
+    ap.add_argument("--conv-mode", default=None, choices=sorted(conv_templates),
+                    help="conversation template (default: from the model name, as the original run_llava)")
     ap.add_argument("--sep", default=",")
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
     ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
     ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=512)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda (every visible GPU, device_map=auto), cuda:N, cpu or mps; a missing device is an error")
+    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                    help="weights dtype (default float16 on CUDA, float32 elsewhere; use bf16 for a 7B on CPU)")
     ap.add_argument("--attn-implementation", default=None, choices=["sdpa", "flash_attention_2", "eager"])
     ap.add_argument("--stats", action="store_true", help="print token counts, crop budgets and stage timings")
     ap.add_argument("--stats-json", default=None, help="also write the stats to this JSON file")
@@ -139,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    eval_model(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        eval_model(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -19,15 +19,24 @@ Every scorer accepts ``--score-file PATH``.  When given, it writes one JSON obje
       "num_samples": 5000,               # samples the score is computed over
       "result_file": "answers/x.jsonl",  # the answers that were scored (or null)
       "created": "2025-01-01T12:00:00",  # local time of scoring
-      "details": {...}                   # benchmark-specific extras (sub-scores)
+      "details": {...},                  # benchmark-specific extras (sub-scores)
+      "partial": false,                  # true: scored with --allow-partial from an incomplete file
+      "lenient": false,                  # true: scored with --lenient (not the original tool's rules)
+      "coverage": {...}                  # counts: questions, answered, error_entries, duplicates, ...
     }
+
+Only a record with ``partial`` and ``lenient`` false holds the number the original tool gives
+(records written before these fields existed read as false).
 
 ``method`` / ``retention_ratio`` / ``model`` come, in order of precedence, from the scorer's
 ``--method`` / ``--retention-ratio`` / ``--model-name`` options, then from a ``config.json``
 next to the scored result file (``{"compression": {"name": ..., "retention_ratio": ...},
 "model": ...}``; also accepted: ``model_name``, ``model_path``, ``model_id``).  A config with no
 ``compression`` entry, a null one, or a name in ``none``/``uncompressed``/``baseline`` means the
-uncompressed model (method ``"uncompressed"``, ratio 1.0).  When nothing is known the fields are
+uncompressed model (method ``"uncompressed"``, ratio 1.0). An option that contradicts that
+``config.json`` (another model name, method or ratio) is refused: a score is never recorded under
+another run's name. The run's checkpoint identity (``checkpoint``: path + fingerprint) is copied
+into the record.  When nothing is known the fields are
 null and :mod:`llava.eval.summarize` tries again with a ``config.json`` next to the score file.
 
 Server-scored benchmarks (VQAv2, VizWiz) and hand-graded numbers can be recorded with::
@@ -43,7 +52,10 @@ import datetime as _dt
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llava.eval.answer_coverage import Coverage
 
 README_HINT = "see playground/data/eval/README.md"
 
@@ -115,22 +127,16 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
             raise ScorerInputError(f"{p}:{exc.lineno}: malformed JSON ({exc.msg})") from None
 
 
-def qid_key(qid: Any) -> str:
-    """Canonical string form of a question id (ints and their string forms compare equal)."""
-    if isinstance(qid, float) and qid.is_integer():
-        qid = int(qid)
-    return str(qid).strip()
-
-
 # ----------------------------------------------------------------------------- score records
 
 
 def read_run_config(result_file: str | os.PathLike | None) -> dict:
     """Read ``config.json`` next to ``result_file`` (or in it, if it is a directory).
 
-    Returns ``{"method", "retention_ratio", "model"}`` with None for unknown fields.
+    Returns ``{"method", "retention_ratio", "model", "checkpoint"}`` with None for unknown
+    fields (``checkpoint``: the generation run's ``{path, fingerprint}`` record).
     """
-    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None}
+    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None, "checkpoint": None}
     if not result_file:
         return out
     d = os.fspath(result_file)
@@ -150,8 +156,10 @@ def read_run_config(result_file: str | os.PathLike | None) -> dict:
 
 
 def config_to_fields(cfg: dict) -> dict:
-    """Map a run ``config.json`` dict onto ``method`` / ``retention_ratio`` / ``model``."""
-    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None}
+    """Map a run ``config.json`` dict onto ``method`` / ``retention_ratio`` / ``model`` /
+    ``checkpoint``."""
+    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None,
+                           "checkpoint": cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), dict) else None}
     for key in ("model", "model_name", "model_id", "model_path"):
         val = cfg.get(key)
         if isinstance(val, str) and val:
@@ -193,6 +201,22 @@ def add_score_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model-name", default=None, help="model name for the record (default: from config.json)")
 
 
+def add_coverage_args(parser: argparse.ArgumentParser, lenient: str | None = None) -> None:
+    """``--allow-partial`` and, when ``lenient`` (its help text) is given, ``--lenient``."""
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score an incomplete file (missing answers, error entries, duplicates, unknown ids) "
+                             "instead of refusing it; the score record is marked partial")
+    if lenient:
+        parser.add_argument("--lenient", action="store_true",
+                            help=lenient + " Not the original tool's number; the score record is marked lenient.")
+
+
+def add_scorer_args(parser: argparse.ArgumentParser, lenient: str | None = None) -> None:
+    """The flags every scorer shares: coverage (:func:`add_coverage_args`) and the score record."""
+    add_coverage_args(parser, lenient)
+    add_score_args(parser)
+
+
 def make_score_record(
     benchmark: str,
     score: float,
@@ -204,14 +228,18 @@ def make_score_record(
     method: str | None = None,
     retention_ratio: float | None = None,
     model: str | None = None,
+    partial: bool = False,
+    lenient: bool = False,
+    coverage: dict | None = None,
 ) -> dict:
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARKS)}")
     cfg = read_run_config(result_file)
+    _check_same_run(cfg, method, retention_ratio, model, result_file)
     m = method if method is not None else cfg["method"]
     r = retention_ratio if retention_ratio is not None else cfg["retention_ratio"]
     m, r = normalise_method(m, r)
-    return {
+    rec = {
         "benchmark": benchmark,
         "metric": metric or BENCHMARKS[benchmark][1],
         "score": float(score),
@@ -222,7 +250,44 @@ def make_score_record(
         "result_file": os.fspath(result_file) if result_file else None,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "details": details or {},
+        "partial": bool(partial),
+        "lenient": bool(lenient),
     }
+    if cfg["checkpoint"] is not None:
+        rec["checkpoint"] = cfg["checkpoint"]
+    if coverage is not None:
+        rec["coverage"] = coverage
+    return rec
+
+
+def _check_same_run(cfg: dict, method: Any, ratio: Any, model: str | None, result_file: Any) -> None:
+    """Refuse to label a score with a model / method / ratio other than the ones that produced
+    the answers (as recorded in the ``config.json`` next to them): a score is never attributed
+    to another run."""
+    where = os.path.join(os.path.dirname(os.path.abspath(os.fspath(result_file))), "config.json") if result_file else ""
+    clashes = []
+    if model is not None and cfg["model"] is not None and model != cfg["model"]:
+        clashes.append(f"model {cfg['model']!r} (--model-name says {model!r})")
+    if method is not None and cfg["method"] is not None:
+        given_m, given_r = normalise_method(method, ratio)
+        if given_m != cfg["method"]:
+            clashes.append(f"method {cfg['method']!r} (--method says {given_m!r})")
+        elif given_r is not None and cfg["retention_ratio"] is not None and abs(given_r - cfg["retention_ratio"]) > 1e-9:
+            clashes.append(f"retention ratio {cfg['retention_ratio']} (--retention-ratio says {given_r})")
+    if clashes:
+        raise ScorerInputError(
+            f"the answers in {result_file} were generated with {'; '.join(clashes)} according to {where}; "
+            "refusing to record their score under another run's name")
+
+
+def dump_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    """``json.dump`` with its default formatting (as the original converters write), parents created."""
+    p = os.fspath(path)
+    parent = os.path.dirname(p)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(p, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=indent)
 
 
 def write_score_record(path: str | os.PathLike, record: dict) -> None:
@@ -250,6 +315,33 @@ def maybe_write_score(args: argparse.Namespace, benchmark: str, score: float, **
     )
     write_score_record(path, rec)
     return rec
+
+
+def finish(args: argparse.Namespace, benchmark: str, score: float, headline: str, *,
+           coverage: Coverage | None, result_file: str | None, num_samples: int | None = None,
+           details: dict | None = None, metric: str | None = None) -> dict | None:
+    """The scorers' common tail: write the score record (``--score-file``), then print the headline.
+
+    The record is marked ``partial`` when the coverage is incomplete and ``lenient`` when
+    ``--lenient`` was given. The headline is always the last line printed.
+    """
+    partial = coverage is not None and not coverage.complete
+    rec = maybe_write_score(args, benchmark, score, metric=metric, result_file=result_file,
+                            num_samples=num_samples, details=details, partial=partial,
+                            lenient=bool(getattr(args, "lenient", False)),
+                            coverage=coverage.as_record() if coverage is not None else None)
+    print(headline + headline_marks(args, coverage))
+    return rec
+
+
+def headline_marks(args: argparse.Namespace, coverage: Coverage | None) -> str:
+    """`` (partial)`` / `` (lenient)`` after a headline that is not the original tool's number."""
+    marks = ""
+    if coverage is not None and not coverage.complete:
+        marks += " (partial)"
+    if getattr(args, "lenient", False):
+        marks += " (lenient)"
+    return marks
 
 
 def run_cli(fn, argv=None):

@@ -20,12 +20,17 @@ VizWiz).  A record is a JSON object with the keys::
     retention_ratio  R, 1.0 for uncompressed                                  (may be null)
     model            model name                                               (may be null)
     created          ISO time; the newest record wins when a cell has several
-    num_samples, result_file, details   (informational)
+    partial          true: scored with --allow-partial from an incomplete answers file
+    lenient          true: scored with --lenient, not by the original tool's rules
+    num_samples, result_file, details, coverage   (informational)
 
 A null ``method``/``retention_ratio``/``model`` is filled from a ``config.json`` next to the score
 file, then next to its ``result_file``: ``{"compression": {"name": "globalcom2",
 "retention_ratio": 0.25}, "model": "llava-v1.6-vicuna-7b"}`` (no/null ``compression`` or the name
 ``none`` means uncompressed).  A file holding a JSON list is read as several records.
+
+A partial or lenient score is shown as such (``59.2 (partial)``) and left out of the Average (so
+its ``*(n)`` mark shows how many benchmarks were averaged); a footnote says which cells these are.
 
 Average baseline (``--baseline``): ``auto`` uses the uncompressed row of the same model found in
 the results; ``paper-7b`` / ``paper-13b`` use the paper's uncompressed figures.
@@ -93,6 +98,21 @@ def discover(results_dir: str) -> list[dict]:
     return records
 
 
+def record_flag(rec: dict) -> str | None:
+    """``"partial"`` / ``"lenient"`` for a score that is not the original tool's number, else None."""
+    if rec.get("partial"):
+        return "partial"
+    if rec.get("lenient"):
+        return "lenient"
+    return None
+
+
+def comparable_scores(row: dict) -> dict[str, float]:
+    """The row's scores without its partial or lenient ones."""
+    flags = row.get("flags", {})
+    return {b: v for b, v in row["scores"].items() if b not in flags}
+
+
 def build_rows(records: Iterable[dict]) -> list[dict]:
     """Merge records into rows ``{"model", "method", "retention_ratio", "scores"}`` (newest wins)."""
     cells: dict[tuple, dict] = {}
@@ -100,12 +120,14 @@ def build_rows(records: Iterable[dict]) -> list[dict]:
         key = (rec.get("model"), rec.get("method"), rec.get("retention_ratio"), rec["benchmark"])
         stamp = (str(rec.get("created") or ""), rec.get("_mtime", 0.0))
         if key not in cells or stamp >= cells[key][0]:
-            cells[key] = (stamp, float(rec["score"]))
+            cells[key] = (stamp, float(rec["score"]), record_flag(rec))
     rows: dict[tuple, dict] = {}
-    for (model, method, ratio, bench), (_stamp, score) in cells.items():
+    for (model, method, ratio, bench), (_stamp, score, flag) in cells.items():
         row = rows.setdefault((model, method, ratio), {"model": model, "method": method,
-                                                       "retention_ratio": ratio, "scores": {}})
+                                                       "retention_ratio": ratio, "scores": {}, "flags": {}})
         row["scores"][bench] = score
+        if flag:
+            row["flags"][bench] = flag
 
     def order(row):
         return (str(row["model"] or ""), row["method"] != "uncompressed", str(row["method"] or "~"),
@@ -116,13 +138,13 @@ def build_rows(records: Iterable[dict]) -> list[dict]:
 
 def add_averages(rows: list[dict], baseline: str = "auto") -> list[dict]:
     """Set ``average`` / ``n_average`` on every row relative to the chosen uncompressed baseline."""
-    local = {r["model"]: r["scores"] for r in rows if r["method"] == "uncompressed"}
+    local = {r["model"]: comparable_scores(r) for r in rows if r["method"] == "uncompressed"}
     for r in rows:
         if baseline == "auto":
             base = local.get(r["model"])
         else:
             base = paper_baseline(baseline.split("-", 1)[1])
-        r["average"], r["n_average"] = relative_average(r["scores"], base) if base else (None, 0)
+        r["average"], r["n_average"] = relative_average(comparable_scores(r), base) if base else (None, 0)
     return rows
 
 
@@ -132,10 +154,10 @@ def _fmt_ratio(r) -> str:
     return f"{100 * r:g}%"
 
 
-def _fmt_score(bench: str, val) -> str:
+def _fmt_score(val, flag: str | None = None) -> str:
     if val is None:
         return "-"
-    return f"{val:.1f}"
+    return f"{val:.1f}" + (f" ({flag})" if flag else "")
 
 
 def _fmt_avg(row) -> str:
@@ -153,7 +175,7 @@ def table_cells(rows: list[dict], extra: list[tuple[str, str]] | None = None) ->
     body = []
     for r in rows:
         cells = [str(r.get("model") or "-"), str(r.get("method") or "unknown"), _fmt_ratio(r.get("retention_ratio"))]
-        cells += [_fmt_score(b, r["scores"].get(b)) for b in BENCHMARK_ORDER]
+        cells += [_fmt_score(r["scores"].get(b), r.get("flags", {}).get(b)) for b in BENCHMARK_ORDER]
         cells.append(_fmt_avg(r))
         cells += [str(r.get(key, "-")) for _, key in extra]
         body.append(cells)
@@ -177,12 +199,14 @@ def render_markdown(header: list[str], body: list[list[str]]) -> str:
 def render_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "method", "retention_ratio"] + BENCHMARK_ORDER + ["average", "n_average"])
+    w.writerow(["model", "method", "retention_ratio"] + BENCHMARK_ORDER + ["average", "n_average", "not_comparable"])
     for r in rows:
+        flags = r.get("flags", {})
         w.writerow([r.get("model") or "", r.get("method") or "", "" if r.get("retention_ratio") is None
                     else r["retention_ratio"]]
                    + ["" if r["scores"].get(b) is None else r["scores"][b] for b in BENCHMARK_ORDER]
-                   + ["" if r.get("average") is None else round(r["average"], 4), r.get("n_average", 0)])
+                   + ["" if r.get("average") is None else round(r["average"], 4), r.get("n_average", 0),
+                      ";".join(f"{b}:{flags[b]}" for b in BENCHMARK_ORDER if b in flags)])
     return buf.getvalue()
 
 
@@ -231,6 +255,12 @@ def _main(argv=None) -> list[dict]:
             return rows
         header, body = table_cells(rows)
         print(render(header, body))
+        flagged = [f"{r.get('model')} {r.get('method')} {_fmt_ratio(r.get('retention_ratio'))} {COLUMN_NAMES[b]}"
+                   for r in rows for b in BENCHMARK_ORDER if b in r.get("flags", {})]
+        if flagged:
+            print(f"(partial) = scored from an incomplete answers file (--allow-partial), (lenient) = not by the "
+                  f"original tool's rules (--lenient): not the paper-comparable number, left out of the Average "
+                  f"({len(flagged)}: {', '.join(flagged)})")
     if args.csv:
         parent = os.path.dirname(args.csv)
         if parent:

@@ -103,6 +103,8 @@ class Adapter:
             raise NotImplementedError(f"llava.hf compresses images; {self.family} video inputs are not supported yet")
         if inputs.get("pixel_values") is None:
             return {}
+        for lay in self.image_layouts(inputs):
+            comp.check_geometry(lay.tokens_per_view)
         return {"image": self.encode_images(comp, inputs)}
 
     def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:

@@ -5,12 +5,21 @@ Read top to bottom: :meth:`LlavaMetaForCausalLM.encode_images` (views → featur
 a compressor asks, token scores), :meth:`LlavaMetaForCausalLM.pack_image` (the one point
 where a compressor acts), :meth:`LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal`
 (the spliced, padded sequence the LLM consumes).
+
+Which compressor acts on a call, first match wins: the ``compressor=`` argument of
+``forward``/``generate``/``images_to_tokens``; the one set by ``with model.compression(c):``
+(per thread and per asyncio task); the attribute ``model.compressor`` (a convenience shared
+by every caller of the model). Per-image records (:class:`CompressedImage`, tokens dropped)
+go to the ``image_records`` list a caller passes, to the list ``model.compression(...)``
+yields, and to ``model.last_images`` (the last call's, shared — racy across threads).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
@@ -26,33 +35,35 @@ from llava.compression import (
 )
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.errors import PromptTooLongError
 from llava.utils import synchronize
 
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.builder import build_vision_projector
 
 
-class LlavaMetaModel:
-    """Adds ``vision_tower``, ``mm_projector`` and ``image_newline`` to the base LLM model."""
+def attach_multimodal(model: nn.Module, config) -> None:
+    """Give the base LLM model (``self.model``) the original tree's multimodal modules:
+    ``vision_tower``, ``mm_projector`` and (``spatial_unpad``) ``image_newline`` — so the
+    weight names are ``model.vision_tower.*``, ``model.mm_projector.*``, ``model.image_newline``."""
+    if getattr(config, "mm_vision_tower", None) is None:
+        return
+    model.vision_tower = build_vision_tower(config)
+    model.mm_projector = build_vision_projector(config)
+    if "unpad" in getattr(config, "mm_patch_merge_type", ""):
+        model.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
-    def __init__(self, config):
-        super().__init__(config)
-        if getattr(config, "mm_vision_tower", None) is not None:
-            self.vision_tower = build_vision_tower(config)
-            self.mm_projector = build_vision_projector(config)
-            if "unpad" in getattr(config, "mm_patch_merge_type", ""):
-                self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
-    def get_vision_tower(self):
-        return getattr(self, "vision_tower", None)
+#: Per-call compression set by ``with model.compression(...)``: (model, compressor, records).
+_ACTIVE: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("llava_compression", default=None)
+_UNSET = object()
 
 
 class LlavaMetaForCausalLM:
     """Multimodal input preparation shared by every LLaVA causal-LM class."""
 
-    #: The active compressor (``None`` = off). Set at run time: ``model.compressor = ...``.
-    compressor: Compressor | None = None
-    #: One record per image of the last multimodal forward (layout, selection, token count).
+    #: One record per image of the last multimodal call (layout, selection, token count).
+    #: Shared by every caller of the model: per call, pass ``image_records=[]`` instead.
     last_images: list[CompressedImage]
     #: Set ``record_timings = True`` to accumulate stage wall times (s) in ``stage_times``.
     record_timings: bool = False
@@ -62,7 +73,61 @@ class LlavaMetaForCausalLM:
         return self.model
 
     def get_vision_tower(self):
-        return self.get_model().get_vision_tower()
+        return getattr(self.get_model(), "vision_tower", None)
+
+    # ------------------------------------------------------------------ compression choice
+
+    @property
+    def compressor(self) -> Compressor | None:
+        """The model-wide compressor (``None`` = off); checked against the tower when set."""
+        return self.__dict__.get("_compressor")
+
+    @compressor.setter
+    def compressor(self, value: Compressor | None) -> None:
+        self.check_compressor(value)
+        self.__dict__["_compressor"] = value
+
+    def check_compressor(self, compressor: Compressor | None) -> None:
+        """Refuse, before any work, a compressor this model cannot run: a retention ratio that
+        keeps no thumbnail token (``⌊N·R⌋ = 0``) or a scoring layer the tower does not have."""
+        if compressor is None:
+            return
+        if not isinstance(compressor, Compressor):
+            raise TypeError(f"compressor must be a Compressor or None, got {type(compressor).__name__}")
+        tower = self.get_vision_tower()
+        if tower is None:
+            return
+        compressor.check_geometry(tower.num_patches)
+        request = compressor.score_request()
+        if request is not None and request.kind != "neg_cos":
+            tower.check_tap_layer(request.layer)
+
+    @contextlib.contextmanager
+    def compression(self, compressor: Compressor | None) -> Iterator[list[CompressedImage]]:
+        """``with model.compression(c) as records:`` — calls in this block (this thread / task
+        only) use ``c`` (``None`` = off, whatever ``model.compressor`` says) and append their
+        per-image records to ``records``."""
+        self.check_compressor(compressor)
+        records: list[CompressedImage] = []
+        token = _ACTIVE.set((self, compressor, records))
+        try:
+            yield records
+        finally:
+            _ACTIVE.reset(token)
+
+    def _resolve(self, compressor, image_records):
+        """(compressor, [record lists]) for one call — see the module docstring."""
+        sinks = [image_records] if image_records is not None else []
+        active = _ACTIVE.get()
+        if active is not None and active[0] is self:
+            sinks.append(active[2])
+            if compressor is _UNSET:
+                compressor = active[1]
+        if compressor is _UNSET:
+            compressor = self.compressor
+        else:
+            self.check_compressor(compressor)
+        return compressor, sinks
 
     # ------------------------------------------------------------------ vision features
 
@@ -104,24 +169,34 @@ class LlavaMetaForCausalLM:
             )
         return layout
 
-    def pack_image(self, views: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None) -> CompressedImage:
+    def pack_image(
+        self, views: torch.Tensor, layout: AnyResLayout, scores: torch.Tensor | None, compressor=_UNSET
+    ) -> CompressedImage:
         """The single point where compression happens: vision-tower features ``[V, N, C]``
         → packed LLM tokens ``[T, D]``. The projector runs on the kept tokens only (it is
         per-token, so this equals projecting everything and then selecting)."""
+        if compressor is _UNSET:
+            compressor = self.compressor
         projector = self.get_model().mm_projector
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         if merge == "flat":
-            if self.compressor is not None and not isinstance(self.compressor, NoCompression):
+            if compressor is not None and not isinstance(compressor, NoCompression):
                 raise ValueError("compression needs mm_patch_merge_type='spatial_unpad' (LLaVA-NeXT)")
             tokens = projector(views.reshape(-1, views.shape[-1]))
             index = torch.arange(tokens.shape[0], device=tokens.device)
             keep = torch.ones(views.shape[1], dtype=torch.bool, device=tokens.device)
             return CompressedImage(tokens, index, Selection(keep, keep.new_zeros(0, keep.shape[0])), layout)
-        compressor = self.compressor or NoCompression()
+        compressor = compressor or NoCompression()
         return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
 
-    def images_to_tokens(self, images, image_sizes=None) -> list[torch.Tensor]:
-        """Every image's packed visual tokens ``[T_i, D]`` (in the order of the images)."""
+    def images_to_tokens(
+        self, images, image_sizes=None, compressor=_UNSET, image_records: list | None = None
+    ) -> list[torch.Tensor]:
+        """Every image's packed visual tokens ``[T_i, D]`` (in the order of the images).
+
+        ``compressor`` overrides the model's for this call (``None`` = off); the records of
+        the images are appended to ``image_records`` when given (see the module docstring)."""
+        compressor, sinks = self._resolve(compressor, image_records)
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images.unsqueeze(1))  # one view per image
         views_per_image = [int(x.shape[0]) for x in images]
@@ -131,14 +206,17 @@ class LlavaMetaForCausalLM:
             self.image_layout(image_sizes[i] if image_sizes is not None else None, v)
             for i, v in enumerate(views_per_image)
         ]
-        request = self.compressor.score_request() if self.compressor is not None else None
+        request = compressor.score_request() if compressor is not None else None
         with self._stage("vision"):
             feats, scores = self.encode_views(torch.cat(list(images), dim=0), request)
         feats = feats.split(views_per_image)
         scores = scores.split(views_per_image) if scores is not None else [None] * len(feats)
         with self._stage("compression"):  # token selection + projector on the kept tokens + packing
-            packed = [self.pack_image(f, lay, s) for f, lay, s in zip(feats, layouts, scores)]
-        self.last_images = [replace(p, tokens=None) for p in packed]
+            packed = [self.pack_image(f, lay, s, compressor) for f, lay, s in zip(feats, layouts, scores)]
+        records = [replace(p, tokens=None) for p in packed]
+        for sink in sinks:
+            sink.extend(records)
+        self.last_images = records
         return [p.tokens for p in packed]
 
     @contextlib.contextmanager
@@ -161,7 +239,8 @@ class LlavaMetaForCausalLM:
 
     def prepare_inputs_labels_for_multimodal(
         self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None,
-        padding_side: str | None = None,
+        padding_side: str | None = None, *, compressor=_UNSET, image_records: list | None = None,
+        too_long: str = "truncate",
     ):
         """Replace each ``IMAGE_TOKEN_INDEX`` in ``input_ids`` by that image's visual tokens.
 
@@ -169,12 +248,20 @@ class LlavaMetaForCausalLM:
         labels)`` like the original tree. Padding in the input (either side) is removed
         using ``attention_mask`` and the spliced sequences are re-padded on
         ``padding_side`` (default: ``config.tokenizer_padding_side``, else right).
+
+        A spliced sequence longer than ``config.tokenizer_model_max_length``:
+        ``too_long="truncate"`` (the original tree's behaviour, used by ``forward`` — also in
+        training, where the labels are cut with it) keeps its first ``max_length`` positions;
+        ``too_long="raise"`` (used by ``generate``) raises :class:`PromptTooLongError`.
+        Image positions always get the label ``IGNORE_INDEX``.
         """
         tower = self.get_vision_tower()
         if tower is None or images is None or input_ids.shape[1] == 1:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
+        if too_long not in ("truncate", "raise"):
+            raise ValueError(f"too_long must be 'truncate' or 'raise', got {too_long!r}")
 
-        image_tokens = self.images_to_tokens(images, image_sizes)
+        image_tokens = self.images_to_tokens(images, image_sizes, compressor, image_records)
         embed = self.get_model().embed_tokens
         keep_labels = labels is not None
         pos_given = position_ids is not None
@@ -198,7 +285,7 @@ class LlavaMetaForCausalLM:
             cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
             parts, part_labels, start = [], [], 0
             for c in cuts:
-                img = image_tokens[next_image].to(emb.dtype)
+                img = image_tokens[next_image].to(device=emb.device, dtype=emb.dtype)  # [T_i, D]
                 next_image += 1
                 parts += [emb[start:c], img]
                 part_labels += [lab[start:c], lab.new_full((img.shape[0],), IGNORE_INDEX)]
@@ -210,6 +297,10 @@ class LlavaMetaForCausalLM:
 
         max_len = getattr(self.config, "tokenizer_model_max_length", None)
         if max_len is not None:
+            if too_long == "raise":
+                for b, s in enumerate(seqs):
+                    if s.shape[0] > max_len:
+                        raise PromptTooLongError(b, int(s.shape[0]), int(max_len))
             seqs = [s[:max_len] for s in seqs]
             seq_labels = [s[:max_len] for s in seq_labels]
         side = padding_side or getattr(self.config, "tokenizer_padding_side", "right") or "right"

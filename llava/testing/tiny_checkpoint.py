@@ -5,8 +5,8 @@
 Real geometry where it matters — 336 px views, patch 14 (24×24 = 576 tokens per view), the
 v1.6 pinpoints, ``spatial_unpad`` + ``anyres`` — with tiny widths and depths. The folder holds
 what a real ``liuhaotian/llava-v1.6-*`` folder holds: ``config.json`` with the original keys,
-sharded safetensors with the original weight names, a tokenizer (built locally with the
-``tokenizers`` library), plus the CLIP tower's config and image-processor settings in
+sharded safetensors with the original weight names, a SentencePiece ``tokenizer.model`` with
+the original ``tokenizer_config.json`` (trained locally with the ``sentencepiece`` library), plus the CLIP tower's config and image-processor settings in
 ``clip_vision_tower/`` (which ``mm_vision_tower`` names). Nothing touches the network.
 """
 
@@ -34,25 +34,52 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512):
-    """A small byte-fallback BPE tokenizer with Llama's special tokens at ids 0/1/2."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def sentencepiece_model(vocab_size: int = 600, corpus: list[str] | None = None) -> bytes:
+    """A small byte-fallback BPE SentencePiece model with Llama's settings (ids 0/1/2 =
+    ``<unk>``/``<s>``/``</s>``, dummy prefix, spaces kept), trained in-process."""
+    import io
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter((corpus or _CORPUS) * 20), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True, character_coverage=1.0, minloglevel=2,
+        add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        split_digits=True, allow_whitespace_only_pieces=True,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
-        padding_side="right", model_max_length=4096,
-    )
+    return buf.getvalue()
+
+
+def tokenizer_config(padding_side: str = "right", legacy: bool = False) -> dict:
+    """``tokenizer_config.json`` as the ``liuhaotian/llava-v1.6-*`` checkpoints write it."""
+    return {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>", "legacy": legacy, "model_max_length": 4096, "pad_token": "<unk>",
+        "padding_side": padding_side, "sp_model_kwargs": {}, "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "use_default_system_prompt": False,
+    }
+
+
+def write_tokenizer(out_dir: str, padding_side: str = "right", legacy: bool = False) -> str:
+    """Write ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json``."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
+        f.write(sentencepiece_model())
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(tokenizer_config(padding_side, legacy), f, indent=2)
+    with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"}, f, indent=2)
+    return out_dir
+
+
+def build_tokenizer(out_dir: str | None = None):
+    """The tiny checkpoints' tokenizer (a SentencePiece model, loaded like the originals')."""
+    import tempfile
+
+    from llava.model.tokenizer import load_tokenizer
+
+    return load_tokenizer(write_tokenizer(out_dir or tempfile.mkdtemp(prefix="tiny-tok-")))
 
 
 def tiny_config(arch: str, vocab_size: int) -> dict:
@@ -93,8 +120,10 @@ def write_tiny_checkpoint(out_dir: str, arch: str = "llama", seed: int = 0) -> s
     if arch not in ("llama", "mistral"):
         raise ValueError(f"--arch must be llama or mistral, got {arch!r}")
     os.makedirs(os.path.join(out_dir, "clip_vision_tower"), exist_ok=True)
-    tokenizer = build_tokenizer()
-    tokenizer.save_pretrained(out_dir)
+    tokenizer = build_tokenizer(out_dir)
+    if arch == "mistral":  # the v1.6 Mistral checkpoint pads on the left
+        with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+            json.dump(tokenizer_config("left"), f, indent=2)
     raw = tiny_config(arch, len(tokenizer))
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(raw, f, indent=2)
@@ -127,10 +156,36 @@ def random_model(raw: dict, vision: dict, seed: int = 0):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim >= 2:
-                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
+                p.normal_(0.0, _weight_scale(name) / p.shape[-1] ** 0.5)
             elif name.endswith("image_newline"):
                 p.normal_(0.0, 1.0)
+        # Every text token shares one direction that image tokens lack, so a text position's
+        # attention reaches the question among ~2000 visual tokens: answers depend on the prompt.
+        emb = model.get_model().embed_tokens.weight
+        shared = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(seed))
+        emb += LLM_TEXT_DIRECTION * shared / shared.norm() * emb.norm(dim=1, keepdim=True).mean()
     return model
+
+
+def _weight_scale(name: str) -> float:
+    """Init scale (× 1/√fan-in) of a weight matrix. The LLM's queries/keys and embeddings are
+    larger so its attention is sharp and greedy answers depend on both the image and the
+    prompt (a near-uniform attention over ~2000 visual tokens would answer everything alike)."""
+    if "vision_tower" in name or "mm_projector" in name:
+        return 0.5
+    if name.endswith(("q_proj.weight", "k_proj.weight")):
+        return LLM_QK_SCALE
+    if name.endswith(("v_proj.weight", "o_proj.weight")):
+        return LLM_VO_SCALE
+    if name.endswith("embed_tokens.weight"):
+        return LLM_EMBED_SCALE
+    return 0.5
+
+
+LLM_QK_SCALE = 3.0
+LLM_VO_SCALE = 4.0
+LLM_TEXT_DIRECTION = 2.0
+LLM_EMBED_SCALE = 1.0
 
 
 def to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

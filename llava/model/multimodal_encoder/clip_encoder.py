@@ -70,7 +70,10 @@ class CLIPVisionTower(nn.Module):
         """Normalise a (possibly negative) encoder-layer index to ``0 … num_layers-1``."""
         idx = layer + self.num_layers if layer < 0 else layer
         if not 0 <= idx < self.num_layers:
-            raise ValueError(f"vision layer {layer} out of range for a {self.num_layers}-layer tower")
+            raise ValueError(
+                f"vision layer {layer} out of range for a {self.num_layers}-layer tower "
+                f"(valid: {-self.num_layers} … {self.num_layers - 1})"
+            )
         return idx
 
     def _feature_depth(self) -> int:
@@ -79,6 +82,18 @@ class CLIPVisionTower(nn.Module):
         if not 0 <= depth <= self.num_layers:
             raise ValueError(f"mm_vision_select_layer {self.select_layer} out of range")
         return depth
+
+    def check_tap_layer(self, layer: int) -> int:
+        """The encoder layer whose input a scorer may read (``0 … depth``), normalised; a
+        layer the tower does not have, or one past the feature layer, is a ``ValueError``."""
+        idx = self.layer_index(layer)
+        depth = self._feature_depth()
+        if idx > depth:
+            raise ValueError(
+                f"scoring layer {layer} lies past the feature layer (select_layer={self.select_layer}); "
+                "its input is not computed"
+            )
+        return idx
 
     def forward(self, images: torch.Tensor, tap: LayerTap | None = None):
         """Encode ``images`` ``[V, 3, S, S]`` → features ``[V, N, C]`` (N = 576 for 336/14).
@@ -96,12 +111,7 @@ class CLIPVisionTower(nn.Module):
         model = self.vision_tower
         hidden = model.pre_layrnorm(model.embeddings(images.to(device=self.device, dtype=self.dtype)))
         depth = self._feature_depth()
-        tap_layer = self.layer_index(tap[0]) if tap is not None else None
-        if tap_layer is not None and tap_layer > depth:
-            raise ValueError(
-                f"scoring layer {tap[0]} lies past the feature layer (select_layer={self.select_layer}); "
-                "its input is not computed"
-            )
+        tap_layer = self.check_tap_layer(tap[0]) if tap is not None else None
         tapped = None
         for i, layer in enumerate(model.encoder.layers[:depth]):
             if i == tap_layer:

@@ -15,8 +15,10 @@
 #   NPROC       >1: run each chunk data-parallel under torch.distributed.run with NPROC processes
 #
 # Answers go to $DATA/<bench>/answers/[<split>/]$TAG/merge.jsonl, with config.json (the run's
-# model + compression config, read by the scorers and llava.eval.summarize) and the score record
-# score_<bench>.json next to them.
+# checkpoint identity + compression config, read by the scorers and llava.eval.summarize) and the
+# score record score_<bench>.json next to them. Re-running resumes; a re-run whose checkpoint or
+# settings differ from that folder's config.json stops with "error: ..." (exit code 2) before
+# generating or scoring: give each checkpoint its own CKPT (or TAG).
 
 CKPT=${CKPT:-llava-v1.6-vicuna-7b}
 MODEL_PATH=${MODEL_PATH:-liuhaotian/$CKPT}
@@ -48,8 +50,9 @@ fi
 read -ra EXTRA <<< "$EXTRA_ARGS"
 
 # Run one generation driver (python module) as a single process, or as one process per chunk
-# (one GPU each) whose answers are concatenated in chunk order. Resumable: re-running the
-# script skips the questions already answered.
+# (one GPU each) whose answers are concatenated in chunk order (a chunk beyond the number of
+# questions is an empty file). Resumable: re-running the script skips the questions already
+# answered and asks the error entries again.
 #   generate MODULE ANSWERS_DIR [driver flags...]   -> ANSWERS_DIR/merge.jsonl
 generate() {
     local module=$1 dir=$2

@@ -17,6 +17,7 @@ UPLOAD=$BENCH/answers_upload/$SPLIT/$TAG.json
 "$PYTHON" -m llava.eval.convert_vqav2_for_submission \
     --src "$DIR/merge.jsonl" \
     --test-split "$BENCH/llava_vqav2_mscoco_test2015.jsonl" \
+    --question-file "$BENCH/$SPLIT.jsonl" \
     --dst "$UPLOAD"
 echo "VQAv2: upload $UPLOAD to EvalAI (test-dev), then record the score with:"
 echo "  $PYTHON -m llava.eval.scoring_utils --benchmark vqav2 --score <acc> --result-file $DIR/merge.jsonl --score-file $DIR/score_vqav2.json"
