@@ -147,3 +147,30 @@ def test_install_errors(hf_llava_next, hf_qwen2_vl):
     qwen, qproc = hf_qwen2_vl
     llava.hf.install(qwen, qproc, build_compressor("globalcom2", retention_ratio=0.3))
     llava.hf.uninstall(qwen, qproc)
+
+
+def test_install_on_a_converted_checkpoint_and_its_stock_processor(converted_llava_next):
+    """``llava.convert to-hf`` output, loaded with AutoProcessor: the stock pipeline runs
+    compressed and decodes what llava.hf.generate decodes on the uncompressed prompt."""
+    from transformers import AutoProcessor
+
+    model = converted_llava_next
+    processor = AutoProcessor.from_pretrained(model.name_or_path)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    prompt = processor.apply_chat_template(msgs, add_generation_prompt=True)
+    image = random_image(1000, 600, seed=4)
+    comp = build_compressor("globalcom2", retention_ratio=0.25, budget="exact")
+    gen = dict(max_new_tokens=4, do_sample=False)
+    full = processor(images=image, text=prompt, return_tensors="pt")
+    with torch.no_grad():
+        ours = llava.hf.generate(model, comp, **full, **gen)
+    llava.hf.install(model, processor, comp)
+    try:
+        short = processor(images=image, text=prompt, return_tensors="pt")
+        layout = llava.hf.adapter_for(model).processed_layout(short, 0, processor)
+        assert int((short["input_ids"] == model.config.image_token_id).sum()) == comp.token_count(layout)
+        with torch.no_grad():
+            stock = model.generate(**short, **gen)
+    finally:
+        llava.hf.uninstall(model, processor)
+    assert torch.equal(stock[:, short["input_ids"].shape[1] :], ours[:, full["input_ids"].shape[1] :])
