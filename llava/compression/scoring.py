@@ -73,12 +73,15 @@ def neg_cos_scores(features: torch.Tensor) -> torch.Tensor:
 def layer_received_attention(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """:func:`received_attention` of a CLIP/SigLIP encoder ``layer`` (``layer_norm1`` +
     ``self_attn`` with ``q_proj``/``k_proj``): ``hidden`` ``[V, T, C]`` entering the layer
-    → ``[V, T]`` float32, every token of a view attending to every token of that view."""
-    attn = layer.self_attn
-    x = layer.layer_norm1(hidden)  # [V, T, C]
+    → ``[V, T]`` float32, every token of a view attending to every token of that view.
+    Computed in float32 whatever the tower's dtype, like :func:`cls_attention_scores`."""
+    attn, ln = layer.self_attn, layer.layer_norm1
+    x = F.layer_norm(hidden.float(), ln.normalized_shape, _f32(ln.weight), _f32(ln.bias), ln.eps)  # [V, T, C]
     V, T = x.shape[:2]
-    q = attn.q_proj(x).view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
-    k = attn.k_proj(x).view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
+    q = F.linear(x, _f32(attn.q_proj.weight), _f32(attn.q_proj.bias))
+    k = F.linear(x, _f32(attn.k_proj.weight), _f32(attn.k_proj.bias))
+    q = q.view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
+    k = k.view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
     return received_attention(q, k, attn.scale)
 
 
@@ -88,13 +91,15 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, scale: float, max_eleme
 
     ``q``, ``k`` ``[S, H, T, d]``: S independent segments (views, images, attention windows)
     of T tokens. Returns ``[S, T]`` float32 (each segment's scores sum to T). The T × T maps are
-    built ``max_elements`` at a time, a chunk of query rows per step, and never kept.
+    built ``max_elements`` at a time, a chunk of query rows per step, and never kept; the
+    products are taken in float32 (a half-precision ``q·k`` can overflow).
     """
+    q, k = q.float(), k.float()
     S, H, T, _ = q.shape
     out = torch.zeros(S, H, T, dtype=torch.float32, device=q.device)
     chunk = max(1, max_elements // max(1, S * H * T))
     kt = k.transpose(-1, -2)  # [S, H, d, T]
     for start in range(0, T, chunk):
-        logits = torch.matmul(q[:, :, start : start + chunk], kt).float() * scale  # [S, H, c, T]
+        logits = torch.matmul(q[:, :, start : start + chunk], kt) * scale  # [S, H, c, T]
         out += logits.softmax(dim=-1).sum(dim=2)
     return out.mean(dim=1)

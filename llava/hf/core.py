@@ -43,13 +43,11 @@ def register(cls: type[Adapter]) -> type[Adapter]:
 
 
 def supported_classes() -> list[str]:
-    _load_families()
     return list(_ADAPTERS)
 
 
 def adapter_for(model: nn.Module) -> Adapter:
     """The adapter of ``model``'s family; anything else is an error naming the supported classes."""
-    _load_families()
     for klass in type(model).__mro__:
         if klass.__name__ in _ADAPTERS:
             return _ADAPTERS[klass.__name__](model)
@@ -57,10 +55,6 @@ def adapter_for(model: nn.Module) -> Adapter:
         f"llava.hf supports {', '.join(_ADAPTERS)}; got {type(model).__name__}"
         + (" (our own LLaVA tree: set model.compressor instead)" if hasattr(model, "compressor") else "")
     )
-
-
-def _load_families() -> None:
-    from . import llava_next, onevision, qwen2_vl  # noqa: F401  (each registers its adapter)
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -127,7 +121,7 @@ class Adapter:
     # -- shared helpers
     @property
     def family(self) -> str:
-        return self.class_names[0]
+        return type(self.model).__name__
 
     def check(self, comp: Compressor) -> None:
         if comp.layout not in self.layouts:
