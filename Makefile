@@ -28,7 +28,8 @@ $(LMMS_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e ".[dev,lmms]"
 	$(BIN)/pip install -q --no-deps "$(LMMS_EVAL)"
 	$(BIN)/python -c "import importlib.util as u, sys; sys.exit('error: torchvision got installed' if u.find_spec('torchvision') else 0)"
-	$(BIN)/python -c "import lmms_eval.evaluator, lmms_eval.models as m; assert 'llava_gc2' in m.AVAILABLE_MODELS"
+	$(BIN)/python -c "import lmms_eval.evaluator, lmms_eval.models as m; \
+		assert {'llava_gc2', 'llava_hf_gc2', 'llava_onevision_gc2', 'qwen2_vl_gc2', 'qwen2_5_vl_gc2'} <= set(m.AVAILABLE_MODELS)"
 	touch $(LMMS_STAMP)
 
 lmms: $(LMMS_STAMP)

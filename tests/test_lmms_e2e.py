@@ -18,14 +18,14 @@ from lmms_data import write_eval_data
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make lmms` (and `make test`)")
 
+from llava.compression import build_compressor  # noqa: E402
 from llava.lmms import TASKS_DIR  # noqa: E402
 from llava.mm_utils import anyres_token_count  # noqa: E402
 
 V16 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 NEW_TOKENS = 4
 GC2_TASKS = {"gqa_local": "gqa_accuracy", "pope_local": "pope_f1", "mmbench_local": "mmbench_circular_accuracy"}
-GC2_CONFIG = {"name": "globalcom2", "layout": "faithful", "retention_ratio": 0.25, "temperature": 10.0, "alpha": 0.5,
-              "allocation": "softmax_sum", "score": "cls_logits", "score_layer": -1}
+GC2_CONFIG = build_compressor("globalcom2", retention_ratio=0.25).to_dict()  # defaults pinned in test_lmms_model
 
 
 def _cli() -> list[str]:
@@ -36,14 +36,21 @@ def _cli() -> list[str]:
 @pytest.fixture(scope="module")
 def run(tiny_ckpt, tmp_path_factory):
     """One lmms-eval process, several runs (``--config`` with a list): llava_gc2 compressed,
-    and a run whose model arguments are wrong (it must leave no results file)."""
+    llava_hf_gc2 compressed on the same weights converted to transformers' format, and a run
+    whose model arguments are wrong (it must leave no results file)."""
+    from llava.convert import original_to_hf
+
     tmp = tmp_path_factory.mktemp("lmms-e2e")
     data = write_eval_data(str(tmp / "data"))
+    hf_ckpt = str(tmp / "tiny-hf")
+    original_to_hf(tiny_ckpt, hf_ckpt)
     common = {"include_path": TASKS_DIR, "log_samples": True, "gen_kwargs": f"max_new_tokens={NEW_TOKENS}",
               "batch_size": 1, "verbosity": "INFO"}
     runs = {
         "gc2": {"model": "llava_gc2", "tasks": ",".join(GC2_TASKS),
                 "model_args": f"pretrained={tiny_ckpt},compression=globalcom2,retention_ratio=0.25,device=cpu"},
+        "hf": {"model": "llava_hf_gc2", "tasks": ",".join(GC2_TASKS),
+               "model_args": f"pretrained={hf_ckpt},compression=globalcom2,retention_ratio=0.25,device=cpu", "batch_size": 2},
         "bad": {"model": "llava_gc2", "tasks": "gqa_local",
                 "model_args": f"pretrained={tiny_ckpt},compression=fastervlm,alpha=0.5"},
     }
@@ -135,6 +142,38 @@ def test_compressed_run_matches_the_scripts(run, tiny_ckpt):
     for s in samples["gqa_local"]:
         size = Image.open(f"{data}/gqa/data/images/{questions[s['doc_id']]['image']}").size
         assert s["token_counts"][0]["visual_tokens_uncompressed"] == anyres_token_count(size, V16)
+
+
+def test_transformers_run_scores_with_our_scorers(run):
+    """llava_hf_gc2 through the CLI: its metrics are our scorers' numbers on the answers it
+    wrote; it keeps exactly as many visual tokens as our tree does for the same images."""
+    from llava.eval import eval_gqa, eval_pope
+
+    tmp, data, log = run
+    results, samples = _outputs(tmp, "hf", log)
+    _, tree = _outputs(tmp, "gc2", log)
+    r = results["results"]
+
+    def answers(task):
+        (path,) = glob.glob(str(tmp / "out" / "hf" / "submissions" / f"{task}-*-answers.jsonl"))
+        return path
+
+    gt = eval_gqa.load_questions(f"{data}/gqa/data/testdev_balanced_questions.json")
+    entries, _ = eval_gqa.read_predictions(answers("gqa_local"), gt)
+    assert r["gqa_local"]["gqa_accuracy,none"] == pytest.approx(eval_gqa.evaluate(gt, entries)["accuracy"])
+    pope = eval_pope.evaluate(f"{data}/pope/coco", f"{data}/pope/llava_pope_test.jsonl", answers("pope_local"))
+    assert r["pope_local"]["pope_f1,none"] == pytest.approx(pope["f1_mean"])
+    texts = [json.loads(x)["text"] for x in open(answers("gqa_local"), encoding="utf-8")]
+    assert texts == [s["filtered_resps"] for s in samples["gqa_local"]]
+    for task in GC2_TASKS:
+        assert len(samples[task]) == len(tree[task])
+        for hf_s, tree_s in zip(samples[task], tree[task]):
+            a, b = hf_s["token_counts"][0], tree_s["token_counts"][0]
+            assert (a["visual_tokens"], a["visual_tokens_uncompressed"]) == (b["visual_tokens"], b["visual_tokens_uncompressed"])
+            assert a["images"][0]["crop_kept"] == b["images"][0]["crop_kept"]
+            assert a["compression"] == GC2_CONFIG
+    assert results["throughput"]["avg_visual_token_ratio"] == pytest.approx(
+        _outputs(tmp, "gc2", log)[0]["throughput"]["avg_visual_token_ratio"])
 
 
 def test_a_crashed_run_leaves_no_results_file(run):

@@ -55,7 +55,7 @@ def test_refusals_name_the_argument():
     with pytest.raises(ValueError, match=r"unknown compression method 'gc2'; valid: none, globalcom2"):
         build("compression=gc2")
     with pytest.raises(ValueError, match=r"compression=fastervlm does not take alpha, tau \(it takes: layout, "
-                                         r"retention_ratio, score, score_layer\)"):
+                                         r"retention_ratio, budget, score, score_layer\)"):
         build("compression=fastervlm,alpha=0.3,tau=4")
     with pytest.raises(ValueError, match="compression=none does not take retention_ratio"):
         build("compression=none,retention_ratio=0.5")

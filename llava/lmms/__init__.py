@@ -3,7 +3,9 @@
 Installing this package (``make lmms``) registers its models with lmms-eval through the
 ``lmms_eval.models`` entry point (:mod:`llava.lmms.registry`):
 
-- ``llava_gc2`` — our LLaVA-NeXT tree, original-format checkpoints (:mod:`llava.lmms.llava_gc2`).
+- ``llava_gc2`` — our LLaVA-NeXT tree, original-format checkpoints (:mod:`llava.lmms.llava_gc2`);
+- ``llava_hf_gc2``, ``llava_onevision_gc2``, ``qwen2_vl_gc2``, ``qwen2_5_vl_gc2`` — transformers'
+  own classes through :mod:`llava.hf` (:mod:`llava.lmms.hf`; images, video with issue 12).
 
 Every model takes ``compression=`` and the method options (:mod:`llava.lmms.options`), reports
 each sample's visual tokens before/after compression and the resolved compression config in

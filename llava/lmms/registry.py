@@ -13,4 +13,8 @@ def manifests() -> list:
 #: lmms-eval model name → class.
 MODELS: dict[str, str] = {
     "llava_gc2": "llava.lmms.llava_gc2.LlavaGC2",
+    "llava_hf_gc2": "llava.lmms.hf.LlavaNextGC2",
+    "llava_onevision_gc2": "llava.lmms.hf.LlavaOnevisionGC2",
+    "qwen2_vl_gc2": "llava.lmms.hf.Qwen2VLGC2",
+    "qwen2_5_vl_gc2": "llava.lmms.hf.Qwen2_5_VLGC2",
 }

@@ -13,9 +13,9 @@ torchvision (:func:`image_only`).
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from llava.hf.processors import image_only
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
@@ -48,17 +48,6 @@ def build_tokenizer(specials: list[str], vocab_size: int = 320, pad: str = "<|en
         tokenizer_object=tok, unk_token="<unk>", pad_token=pad, padding_side="left",
         additional_special_tokens=specials,
     )
-
-
-@functools.cache
-def image_only(processor_class: type) -> type:
-    """``processor_class`` without its video processor: transformers checks every sub-processor
-    of a processor's ``__init__`` — and its video processors need torchvision."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(f"ImageOnly{processor_class.__name__}", (processor_class,), {"__init__": __init__})
 
 
 def spread_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
