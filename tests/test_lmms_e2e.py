@@ -35,9 +35,10 @@ def _cli() -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tiny_ckpt, tmp_path_factory):
-    """One lmms-eval process, several runs (``--config`` with a list): llava_gc2 compressed,
-    llava_hf_gc2 compressed on the same weights converted to transformers' format, and a run
-    whose model arguments are wrong (it must leave no results file)."""
+    """One lmms-eval process, two runs (``--config`` with a list): llava_gc2 compressed, and
+    llava_hf_gc2 compressed on the same weights converted to transformers' format. (A run that
+    crashes — e.g. ``compression=fastervlm,alpha=0.5`` — prints its traceback, writes no results
+    file and leaves the exit code at 0, so only the files tell.)"""
     from llava.convert import original_to_hf
 
     tmp = tmp_path_factory.mktemp("lmms-e2e")
@@ -51,8 +52,6 @@ def run(tiny_ckpt, tmp_path_factory):
                 "model_args": f"pretrained={tiny_ckpt},compression=globalcom2,retention_ratio=0.25,device=cpu"},
         "hf": {"model": "llava_hf_gc2", "tasks": ",".join(GC2_TASKS),
                "model_args": f"pretrained={hf_ckpt},compression=globalcom2,retention_ratio=0.25,device=cpu", "batch_size": 2},
-        "bad": {"model": "llava_gc2", "tasks": "gqa_local",
-                "model_args": f"pretrained={tiny_ckpt},compression=fastervlm,alpha=0.5"},
     }
     configs = [{**common, **spec, "output_path": str(tmp / "out" / name)} for name, spec in runs.items()]
     cfg = tmp / "runs.yaml"
@@ -174,9 +173,3 @@ def test_transformers_run_scores_with_our_scorers(run):
             assert a["compression"] == GC2_CONFIG
     assert results["throughput"]["avg_visual_token_ratio"] == pytest.approx(
         _outputs(tmp, "gc2", log)[0]["throughput"]["avg_visual_token_ratio"])
-
-
-def test_a_crashed_run_leaves_no_results_file(run):
-    tmp, _, log = run
-    assert not glob.glob(str(tmp / "out" / "bad" / "*" / "*_results.json"))
-    assert "compression=fastervlm does not take alpha" in log

@@ -68,6 +68,8 @@ def test_unknown_or_misplaced_arguments_raise_before_loading(tiny_ckpt):
         LlavaGC2(pretrained=tiny_ckpt, temprature=0.2)
     with pytest.raises(ValueError, match="compression=fastervlm does not take alpha"):
         LlavaGC2(pretrained=tiny_ckpt, compression="fastervlm", alpha=0.5)
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 'auto'"):
+        LlavaGC2(pretrained=tiny_ckpt, batch_size="auto")
     with pytest.raises(ValueError, match="dtype must be auto or one of float16"):
         LlavaGC2(pretrained=tiny_ckpt, dtype="float8")
 

@@ -51,9 +51,12 @@ class CompressingLMM(lmms):
         comp_args = split_model_args(dict(options), type(self).__name__, ("compression", *self.MODEL_ARGS))
         self.compressor: Compressor | None = compressor_from_model_args(compression, comp_args)
         self.compression = compression_config(self.compressor)
-        self.batch_size_per_gpu = int(batch_size)
-        if self.batch_size_per_gpu < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        try:
+            self.batch_size_per_gpu = int(batch_size)
+        except (TypeError, ValueError):
+            self.batch_size_per_gpu = 0
+        if self.batch_size_per_gpu < 1 or str(batch_size).strip() != str(self.batch_size_per_gpu):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.accelerator = Accelerator()
         cuda = torch.cuda.is_available()
         if self.accelerator.num_processes > 1:
