@@ -1,17 +1,22 @@
-"""``make demo``: GlobalCom² at work on a tiny random LLaVA-NeXT, fully offline.
+"""``make demo``: GlobalCom² at work on tiny random models, fully offline.
 
 Writes a tiny original-format checkpoint (``checkpoints/tiny-llava-v1.6``) and a synthetic
 1000×600 picture, then asks the model about it without compression and with GlobalCom² at
 ``R = 0.25``, printing the visual tokens before/after, the per-crop budgets and the time of
-each stage. The model's weights are random: the answer text is noise, the mechanics are real.
+each stage. Then the same picture through transformers' own classes with :mod:`llava.hf`: a
+tiny LLaVA-OneVision (real 27×27 SigLIP views, ``anyres_max_9``) and a tiny Qwen2-VL, with
+``llava.hf.generate`` and with the stock ``model.generate`` after ``llava.hf.install``
+(fixed-count budgets). The weights are random: the answer text is noise, the mechanics are real.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from llava.eval import run_llava
@@ -56,6 +61,48 @@ def main(argv=None) -> None:
     for title, extra in runs:
         print(f"\n=== {title} ===", flush=True)
         run_llava.main(common + extra)
+    hf_demo(image, args.ratio)
+
+
+def hf_demo(image_path: str, ratio: float) -> None:
+    """GlobalCom² on transformers' LLaVA-OneVision and Qwen2-VL classes via :mod:`llava.hf`."""
+    import llava.hf
+    from llava.compression import build_compressor
+    from llava.testing.tiny_hf import llava_prompt, qwen_prompt, tiny_onevision, tiny_qwen2_vl
+
+    image = Image.open(image_path).convert("RGB")
+    for title, (model, processor), prompt in [
+        ("LLaVA-OneVision (transformers' class, 384-px SigLIP views of 27×27 tokens)", tiny_onevision(image_size=384),
+         llava_prompt("What is in the picture?")),
+        ("Qwen2-VL (transformers' class, 2×2-merged dynamic-resolution grid)", tiny_qwen2_vl(max_tokens=1024),
+         qwen_prompt("What is in the picture?")),
+    ]:
+        print(f"\n=== {title} ===", flush=True)
+        inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+        comp = build_compressor("globalcom2", retention_ratio=ratio)
+        with torch.no_grad():
+            for name, c in [("uncompressed", None), (f"GlobalCom² R={ratio}", comp)]:
+                t0 = time.perf_counter()
+                out, records = llava.hf.generate(model, c, **inputs, max_new_tokens=8, return_records=True)
+                dt = time.perf_counter() - t0
+                info = records[0].info()
+                print(f"{name}: visual tokens {info['tokens_uncompressed']} -> {info['tokens']}"
+                      f" (thumbnail kept {info['thumbnail_kept']}, grid {info['grid']}, "
+                      f"{'canvas ' + str(info['canvas']) if 'canvas' in info else 'view ' + str(info['view'])})"
+                      f"; 8 new tokens in {dt:.2f} s")
+                if "budgets" in info:
+                    print(f"  per-crop budgets r_j: {', '.join(f'{b:.3f}' for b in info['budgets'])}")
+                    print(f"  per-crop kept: {info['crop_kept']}")
+            exact = build_compressor("globalcom2", retention_ratio=ratio, budget="exact")
+            llava.hf.install(model, processor, exact)
+            try:
+                short = processor(images=[image], text=[prompt], return_tensors="pt")
+                n = int((short["input_ids"] == model.config.image_token_id).sum())
+                model.generate(**short, max_new_tokens=8)
+                print(f"llava.hf.install (budget='exact'): the stock processor emits {n} image tokens and the "
+                      f"stock model.generate runs on them")
+            finally:
+                llava.hf.uninstall(model, processor)
 
 
 if __name__ == "__main__":

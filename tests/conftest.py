@@ -56,3 +56,51 @@ def reference(tiny_ckpt, vqa) -> list[dict]:
     out = vqa / "ref" / "answers.jsonl"
     model_vqa_loader.main(loader_args(tiny_ckpt, vqa, out))
     return answers(out)
+
+
+# ----------------------------------------------------------------------------- transformers' own VLMs
+
+
+@pytest.fixture(scope="session")
+def hf_llava_next():
+    """``(model, processor)``: a tiny random ``LlavaNextForConditionalGeneration`` (CLIP 336/14)."""
+    from llava.testing.tiny_hf import tiny_llava_next
+
+    return tiny_llava_next()
+
+
+@pytest.fixture(scope="session")
+def hf_onevision():
+    """``(model, processor)``: a tiny random ``LlavaOnevisionForConditionalGeneration`` with
+    112-px SigLIP views (8×8 tokens), pinpoints up to 6×6 crops, ``anyres_max_9``."""
+    from llava.testing.tiny_hf import tiny_onevision
+
+    return tiny_onevision()
+
+
+@pytest.fixture(scope="session")
+def hf_qwen2_vl():
+    from llava.testing.tiny_hf import tiny_qwen2_vl
+
+    return tiny_qwen2_vl()
+
+
+@pytest.fixture(scope="session")
+def hf_qwen2_5_vl():
+    from llava.testing.tiny_hf import tiny_qwen2_5_vl
+
+    return tiny_qwen2_5_vl()
+
+
+@pytest.fixture(scope="session")
+def converted_llava_next(tiny_ckpt, tmp_path_factory):
+    """:func:`tiny_ckpt` converted by ``llava.convert to-hf`` and loaded as transformers'
+    ``LlavaNextForConditionalGeneration`` (fp32)."""
+    import torch
+    from transformers import LlavaNextForConditionalGeneration
+
+    from llava.convert import original_to_hf
+
+    out = str(tmp_path_factory.mktemp("tiny-hf-converted"))
+    original_to_hf(tiny_ckpt, out)
+    return LlavaNextForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()

@@ -6,8 +6,19 @@
 See :mod:`llava.compression.functional` for the method as pure tensor functions.
 """
 
-from .functional import AnyResLayout, gather_tokens, pack, pack_indices, topk_mask
+from .functional import (
+    AnyResLayout,
+    PackPlan,
+    gather_tokens,
+    pack,
+    pack_indices,
+    pack_plan,
+    reconcile_total,
+    scatter_visible,
+    topk_mask,
+)
 from .methods import (
+    BUDGETS,
     COMPRESSORS,
     CompressedImage,
     Compressor,
@@ -22,10 +33,12 @@ from .methods import (
     build_compressor,
     option_names,
 )
-from .scoring import SCORE_KINDS, cls_attention_scores, neg_cos_scores
+from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
 
 __all__ = [
-    "AnyResLayout", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM", "GlobalCom2",
-    "NoCompression", "NonFiniteScoresError", "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "UniformRandom", "build_compressor",
-    "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack", "pack_indices", "topk_mask",
+    "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
+    "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
+    "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
+    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",
+    "topk_mask",
 ]

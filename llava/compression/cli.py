@@ -3,7 +3,7 @@
 ``add_compression_args(parser)`` adds ``--compression {none,globalcom2,fastervlm,...}``,
 ``--retention-ratio``, ``--tau`` (the budget softmax temperature; ``--temperature`` stays the
 sampling temperature of the LLaVA CLIs), ``--alpha``, ``--allocation``, ``--score``,
-``--score-layer``, ``--layout`` and ``--seed``; ``compressor_from_args(args)`` builds the
+``--score-layer``, ``--layout``, ``--budget`` and ``--seed``; ``compressor_from_args(args)`` builds the
 compressor (``None`` for ``none``). Options a method does not take are rejected by name.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .methods import COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
+from .methods import BUDGETS, COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
 from .scoring import SCORE_KINDS
 
 _FLAGS = {
@@ -20,9 +20,12 @@ _FLAGS = {
                         "Named --tau because --temperature is the sampling temperature of every LLaVA CLI"),
     "alpha": dict(type=float, help="weight of the global score, 0 = local only, 1 = global only (globalcom2; default 0.5)"),
     "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop budget rule (globalcom2; default softmax_sum)"),
-    "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), neg_cos (CLS-free)"),
-    "score_layer": dict(type=int, help="vision layer whose [CLS] row scores tokens (globalcom2 -1, fastervlm -2)"),
+    "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), "
+                  "neg_cos (CLS-free), attn_received (attention each token receives, CLS-free)"),
+    "score_layer": dict(type=int, help="vision layer whose attention scores tokens (globalcom2 -1, fastervlm -2)"),
     "layout": dict(choices=("faithful", "reference"), help="token packing: faithful (default) or reference (the release's sequence)"),
+    "budget": dict(choices=BUDGETS, help="adaptive (default) or exact: the kept count a function of the image size "
+                   "and R (sizes placeholders before the vision tower runs)"),
     "seed": dict(type=int, help="random seed (uniform_random)"),
 }
 

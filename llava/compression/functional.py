@@ -4,7 +4,8 @@ Notation (paper §III): one image gives a thumbnail view and ``n = grid_w·grid_
 of ``N = side²`` tokens each (side = 24 for CLIP-L/14 at 336 px). ``R`` is the base
 retention ratio. Crops tile a ``(grid_h·side) × (grid_w·side)`` token *canvas*; the rows
 ``[top, bottom)`` and columns ``[left, right)`` of the canvas show the image, the rest is the
-letterbox LLaVA-NeXT removes ("unpadding").
+letterbox LLaVA-NeXT removes ("unpadding"). The geometry lives in :mod:`.layout`; here, a
+crop token is *valid* when the LLM sees it (unpadded, and sampled by OneVision's shrink).
 
 Everything is index arithmetic on the features' device: no loops over tokens, and the only
 host synchronisation is the final boolean selection whose length is data-dependent.
@@ -12,119 +13,27 @@ host synchronisation is the final boolean selection whose length is data-depende
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from llava.mm_utils import get_anyres_image_grid_shape, unpad_bounds
+from .layout import (  # noqa: F401  (re-exported: the geometry used to live here)
+    AnyResLayout,
+    _arange,
+    _crop_cell_index,
+    _region_ids,
+    _valid_mask,
+    crop_token_counts,
+    crop_valid_mask,
+    scatter_visible,
+    to_crops,
+    visible_cells,
+)
 
 NEG_INF = float("-inf")
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class AnyResLayout:
-    """Where the views of one image sit (``grid_w = grid_h = 0`` for a single view)."""
-
-    grid_w: int
-    grid_h: int
-    side: int
-    top: int = 0
-    bottom: int = 0
-    left: int = 0
-    right: int = 0
-
-    @classmethod
-    def for_image(cls, image_size, grid_pinpoints, patch_size: int = 336, side: int = 24) -> AnyResLayout:
-        """Layout of an image of ``image_size`` (w, h) under LLaVA-NeXT's AnyRes tiling."""
-        gw, gh = get_anyres_image_grid_shape(image_size, grid_pinpoints, patch_size)
-        top, bottom, left, right = unpad_bounds(image_size, gh * side, gw * side)
-        return cls(gw, gh, side, top, bottom, left, right)
-
-    @classmethod
-    def single_view(cls, side: int = 24) -> AnyResLayout:
-        return cls(0, 0, side)
-
-    @property
-    def n_crops(self) -> int:
-        return self.grid_w * self.grid_h
-
-    @property
-    def n_views(self) -> int:
-        return 1 + self.n_crops
-
-    @property
-    def tokens_per_view(self) -> int:
-        return self.side * self.side
-
-    @property
-    def unpadded_shape(self) -> tuple[int, int]:
-        """(rows, cols) of the unpadded canvas in tokens."""
-        return self.bottom - self.top, self.right - self.left
-
-    def num_tokens(self) -> int:
-        """Vanilla LLaVA-NeXT sequence length: thumbnail + unpadded canvas + row newlines."""
-        if self.n_crops == 0:
-            return self.tokens_per_view + 1
-        rows, cols = self.unpadded_shape
-        return self.tokens_per_view + rows * (cols + 1)
-
-
-@functools.lru_cache(maxsize=64)
-def _arange(n: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(n, device=device)
-
-
-@functools.lru_cache(maxsize=256)
-def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
-    """``[grid_h·side, grid_w·side]``: canvas cell → ``j·N + t`` (crop j, token t of its grid)."""
-    s, n_tok = layout.side, layout.tokens_per_view
-    r = torch.arange(layout.grid_h * s, device=device)[:, None]
-    c = torch.arange(layout.grid_w * s, device=device)[None, :]
-    return ((r // s) * layout.grid_w + c // s) * n_tok + (r % s) * s + (c % s)
-
-
-@functools.lru_cache(maxsize=256)
-def _valid_mask(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
-    s = layout.side
-    canvas = torch.zeros(layout.grid_h * s, layout.grid_w * s, dtype=torch.bool, device=device)
-    canvas[layout.top : layout.bottom, layout.left : layout.right] = True
-    return to_crops(canvas, layout)
-
-
-@functools.lru_cache(maxsize=256)
-def _region_ids(side: int, grid_w: int, grid_h: int, device: torch.device) -> torch.Tensor:
-    """Thumbnail token → crop region under an even ``grid_h × grid_w`` partition of the
-    ``side × side`` map (``side // g`` per part, the remainder to the last part)."""
-    r = torch.arange(side, device=device)
-    row = (r // max(side // grid_h, 1)).clamp_max(grid_h - 1)
-    col = (r // max(side // grid_w, 1)).clamp_max(grid_w - 1)
-    return (row[:, None] * grid_w + col[None, :]).reshape(-1)
-
-
-def to_crops(canvas: torch.Tensor, layout: AnyResLayout) -> torch.Tensor:
-    """``[grid_h·side, grid_w·side, *]`` canvas → ``[n, side·side, *]`` per-crop raster order."""
-    s, gh, gw = layout.side, layout.grid_h, layout.grid_w
-    rest = canvas.shape[2:]
-    x = canvas.reshape(gh, s, gw, s, *rest).transpose(1, 2)
-    return x.reshape(gh * gw, s * s, *rest)
-
-
-def crop_valid_mask(layout: AnyResLayout, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``[n, N]`` bool: which crop tokens survive unpadding."""
-    return _valid_mask(layout, torch.device(device))
-
-
-@functools.lru_cache(maxsize=256)
-def crop_token_counts(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
-    """``N_j``: unpadded tokens per crop, ``[n]`` int64."""
-    return _valid_mask(layout, device).sum(1)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -192,16 +101,15 @@ def budget_counts(budgets: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
 
 def global_score_map(thumb_scores: torch.Tensor, layout: AnyResLayout) -> torch.Tensor:
     """``s^G``: the ``side × side`` thumbnail scores bilinearly resized (align_corners=False)
-    to the unpadded canvas, cut into crops → ``[n, N]`` float32 (0 on letterbox cells)."""
+    to the canvas the LLM sees (unpadded, shrunk if the host shrinks it), placed at the crop
+    positions → ``[n, N]`` float32 (0 on tokens the LLM does not see)."""
     s = layout.side
-    rows, cols = layout.unpadded_shape
-    canvas = thumb_scores.new_zeros(layout.grid_h * s, layout.grid_w * s, dtype=torch.float32)
+    rows, cols = layout.visible_shape
     if rows == 0 or cols == 0:  # aspect ratio so extreme that no canvas cell shows the image
-        return to_crops(canvas, layout)
+        return thumb_scores.new_zeros(layout.n_crops, layout.tokens_per_view, dtype=torch.float32)
     small = thumb_scores.float().reshape(1, 1, s, s)
     big = F.interpolate(small, size=(rows, cols), mode="bilinear", align_corners=False)[0, 0]
-    canvas[layout.top : layout.bottom, layout.left : layout.right] = big
-    return to_crops(canvas, layout)
+    return scatter_visible(big, layout)
 
 
 def combine_scores(
@@ -221,56 +129,107 @@ def _wide(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def reconcile_total(keep: torch.Tensor, ranking: torch.Tensor, total: int) -> torch.Tensor:
+    """Make the crop selection ``keep`` ``[n, N]`` hold exactly ``total`` tokens — adding the
+    best-ranked tokens it left out or dropping its worst-ranked kept ones, ranked by
+    ``ranking`` ``[n, N]`` across all crops (``-inf`` = never kept). Used by the fixed-count
+    ("exact") budgets: the per-crop split stays adaptive, the total becomes a function of the
+    image size. Ties go to the lower index; no host sync."""
+    flat, s = keep.reshape(-1), ranking.reshape(-1).float()
+    valid = s > NEG_INF
+    short = total - flat.sum()  # > 0: add that many; < 0: drop -short
+    add_rank = _descending_rank(s.masked_fill(flat | ~valid, NEG_INF))
+    drop_rank = _descending_rank((-s).masked_fill(~flat, NEG_INF))
+    add = (add_rank < short) & valid & ~flat
+    drop = (drop_rank < -short) & flat
+    return ((flat | add) & ~drop).reshape(keep.shape)
+
+
+def _descending_rank(x: torch.Tensor) -> torch.Tensor:
+    """Rank of each entry of ``x`` ``[M]`` in descending order (0 = largest; stable)."""
+    order = torch.argsort(x, descending=True, stable=True)
+    return torch.empty_like(order).scatter_(0, order, _arange(x.shape[0], x.device))
+
+
 # ----------------------------------------------------------------------------- packing
 
 
-def pack(
+class PackPlan(NamedTuple):
+    """How one image's kept tokens are laid out (see :func:`pack_plan`)."""
+
+    index: torch.Tensor  # [T] into views.reshape(V·N, ·); V·N marks a newline
+    newline_pos: torch.Tensor  # [rows] sequence position of each row's newline (T if dropped)
+    kept: torch.Tensor | None  # [T] positions in the uncompressed sequence (None: reference layout)
+
+
+NEWLINE_POLICIES = ("kept", "all")
+
+
+def pack_plan(
     layout: AnyResLayout,
     thumb_keep: torch.Tensor,
     crop_keep: torch.Tensor | None,
     mode: str = "faithful",
     thumb_order: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    newlines: str = "kept",
+) -> PackPlan:
     """Lay out the kept tokens of one image.
 
-    Returns ``(index, newline_pos)``: ``index`` ``[T]`` points into ``views.reshape(V·N, D)``
-    with the value ``V·N`` marking a newline; ``newline_pos`` ``[rows]`` gives, for every
-    row that may end in a newline, its position in the sequence — or ``T`` when the row was
-    dropped (a scratch slot, so no second host sync is needed to find the newlines).
+    ``index`` ``[T]`` points into ``views.reshape(V·N, D)`` with the value ``V·N`` marking a
+    newline; ``newline_pos`` ``[rows]`` gives, for every row that may end in a newline, its
+    position in the sequence — or ``T`` when the row has none (a scratch slot, so no second
+    host sync is needed to find the newlines); ``kept`` ``[T]`` gives each packed token's
+    position in the host's *uncompressed* sequence (the faithful layout packs a subsequence of
+    it), ``None`` for the reference layout.
 
-    ``faithful``: kept thumbnail tokens in raster order, then the unpadded canvas row by row,
-    kept tokens at their true positions, one newline after each row that still holds a kept
-    token — with everything kept this *is* LLaVA-NeXT's packing.
+    ``faithful``: kept thumbnail tokens in raster order, then the visible canvas row by row,
+    kept tokens at their true positions, and a newline after each row that still holds a kept
+    token (``newlines="kept"``, vanilla LLaVA-NeXT's rule) or after every row
+    (``newlines="all"``, a token count fixed by the image size) — with everything kept this
+    *is* the host's packing. A layout without newlines (Qwen2-VL) never gets one.
     ``reference``: the authors' release — thumbnail in ``thumb_order`` (descending score),
     each crop's kept token ``u`` (its index among the crop's unpadded tokens) written at cell
     ``u`` of the crop's ``side × side`` grid, and a newline after every padded canvas row.
 
     ``thumb_keep`` ``[N]`` bool; ``crop_keep`` ``[n, N]`` bool over true crop positions.
     """
+    if newlines not in NEWLINE_POLICIES:
+        raise ValueError(f"unknown newline policy {newlines!r}; valid: {', '.join(NEWLINE_POLICIES)}")
     n_tok, device = layout.tokens_per_view, thumb_keep.device
     newline = layout.n_views * n_tok
     if mode == "reference":
         if thumb_order is None:
             raise ValueError("the reference layout needs thumb_order (thumbnail indices by score)")
+        if layout.shrink is not None or not layout.newline or layout.view is not None:
+            raise ValueError("the reference layout reproduces LLaVA-NeXT's release; it has no shrunk canvas, "
+                             "non-square view or newline-free variant")
         thumb_cand, thumb_sel = thumb_order, torch.ones_like(thumb_order, dtype=torch.bool)
     elif mode == "faithful":
         thumb_cand, thumb_sel = _arange(n_tok, device), thumb_keep
     else:
         raise ValueError(f"unknown layout {mode!r}; valid: faithful, reference")
     if layout.n_crops == 0:
-        cand = torch.cat([thumb_cand, thumb_cand.new_full((1,), newline)])
-        sel = torch.cat([thumb_sel, thumb_sel.new_ones(1)])
-        index = cand[sel]
-        return index, torch.full((1,), index.shape[0] - 1, dtype=torch.long, device=device)
+        nl = int(layout.newline)
+        cand = torch.cat([thumb_cand, thumb_cand.new_full((nl,), newline)])
+        sel = torch.cat([thumb_sel, thumb_sel.new_ones(nl)])
+        pick = sel.nonzero().squeeze(1)  # the one host sync: the length is data-dependent
+        index = cand[pick]
+        kept = pick if mode == "faithful" else None
+        return PackPlan(index, torch.full((nl,), index.shape[0] - 1, dtype=torch.long, device=device), kept)
 
     cell = _crop_cell_index(layout, device)  # [H, W] → j·N + t
     if mode == "faithful":
-        cell = cell[layout.top : layout.bottom, layout.left : layout.right]
+        cell = visible_cells(layout, device)
         src = cell + n_tok
         keep = crop_keep.reshape(-1)[cell]
-        # A row keeps its newline while it holds a kept token — or when it shows no image
-        # column at all (width-0 canvas of an extreme aspect ratio), as in LLaVA-NeXT.
-        row_nl = keep.any(dim=1, keepdim=True) | (keep.shape[1] == 0)
+        if not layout.newline:
+            row_nl = keep.new_zeros(keep.shape[0], 1)
+        elif newlines == "all":
+            row_nl = keep.new_ones(keep.shape[0], 1)
+        else:
+            # A row keeps its newline while it holds a kept token — or when it shows no image
+            # column at all (width-0 canvas of an extreme aspect ratio), as in LLaVA-NeXT.
+            row_nl = keep.any(dim=1, keepdim=True) | (keep.shape[1] == 0)
     else:
         valid = _valid_mask(layout, device)
         # u-th unpadded token of crop j sits at grid position order[j, u]; it is drawn at cell u.
@@ -282,10 +241,28 @@ def pack(
     rows, cols = keep.shape
     cand = torch.cat([thumb_cand, torch.cat([src, src.new_full((rows, 1), newline)], dim=1).reshape(-1)])
     sel = torch.cat([thumb_sel, torch.cat([keep, row_nl], dim=1).reshape(-1)])
-    index = cand[sel]  # the one host sync: the length is data-dependent
+    pick = sel.nonzero().squeeze(1)  # the one host sync: the length is data-dependent
+    index = cand[pick]
     slots = thumb_cand.shape[0] + (_arange(rows, device) + 1) * (cols + 1) - 1
     pos = sel.cumsum(0)[slots] - 1
-    return index, torch.where(row_nl[:, 0], pos, torch.full_like(pos, index.shape[0]))
+    newline_pos = torch.where(row_nl[:, 0], pos, torch.full_like(pos, index.shape[0]))
+    kept = None
+    if mode == "faithful":
+        # Candidates are the uncompressed sequence, plus a newline slot per row when the host has none.
+        kept = pick if layout.newline else pick - torch.div(pick - n_tok, cols + 1, rounding_mode="floor").clamp_min(0)
+    return PackPlan(index, newline_pos, kept)
+
+
+def pack(
+    layout: AnyResLayout,
+    thumb_keep: torch.Tensor,
+    crop_keep: torch.Tensor | None,
+    mode: str = "faithful",
+    thumb_order: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, newline_pos)`` of :func:`pack_plan` (vanilla newline rule)."""
+    plan = pack_plan(layout, thumb_keep, crop_keep, mode, thumb_order)
+    return plan.index, plan.newline_pos
 
 
 def pack_indices(
@@ -295,8 +272,8 @@ def pack_indices(
     mode: str = "faithful",
     thumb_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The ``index`` part of :func:`pack`."""
-    return pack(layout, thumb_keep, crop_keep, mode, thumb_order)[0]
+    """The ``index`` part of :func:`pack_plan`."""
+    return pack_plan(layout, thumb_keep, crop_keep, mode, thumb_order).index
 
 
 def gather_tokens(

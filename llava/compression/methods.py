@@ -1,7 +1,7 @@
 """Compression methods: small frozen configs behind one registry.
 
 Every method follows one template (:meth:`Compressor.compress`): ``select`` decides which
-thumbnail and crop tokens to keep, ``pack`` lays them out, ``gather_tokens`` copies (and
+thumbnail and crop tokens to keep, ``pack_plan`` lays them out, ``gather_tokens`` copies (and
 projects) them. Top-k methods share :class:`TopKCompressor`, so a new one is usually a
 ``token_scores``, ``budgets`` or ``crop_scores`` override.
 """
@@ -24,8 +24,8 @@ from .scoring import SCORE_KINDS
 class ScoreRequest(NamedTuple):
     """Which token scores a method needs from the vision tower."""
 
-    kind: str  # cls_logits | cls_softmax | neg_cos
-    layer: int  # encoder layer whose [CLS] row is used (ignored for neg_cos)
+    kind: str  # cls_logits | cls_softmax | neg_cos | attn_received
+    layer: int  # encoder layer whose attention is used (ignored for neg_cos)
 
 
 @dataclass
@@ -42,10 +42,16 @@ class Selection:
 
 @dataclass
 class CompressedImage:
+    """What one image became. ``kept`` ``[T]``: the position of every packed token in the
+    host's *uncompressed* placeholder run for this image (sequence order) — so the compressed
+    sequence equals the full one with everything else masked out; ``None`` for the
+    ``reference`` layout, whose sequence is not a subsequence of the host's."""
+
     tokens: torch.Tensor | None  # [T, D] (None in the records kept on the model)
     index: torch.Tensor  # [T] into views.reshape(V·N, D); V·N = newline
     selection: Selection
     layout: AnyResLayout
+    kept: torch.Tensor | None = None  # [T] positions in the uncompressed run
 
     def info(self) -> dict[str, Any]:
         """Host-side summary (token counts, budgets) — syncs, so call it outside hot loops."""
@@ -58,6 +64,10 @@ class CompressedImage:
             "crop_kept": sel.crop_keep.sum(dim=1).tolist(),
             "grid": [self.layout.grid_w, self.layout.grid_h],
         }
+        if self.layout.n_crops:
+            out["canvas"] = list(self.layout.visible_shape)
+        else:
+            out["view"] = list(self.layout.view_shape)
         if sel.budgets is not None:
             out["budgets"] = [round(float(b), 6) for b in sel.budgets.tolist()]
         return out
@@ -104,6 +114,16 @@ class Compressor:
     def select(self, layout: AnyResLayout, scores: torch.Tensor | None, views: torch.Tensor) -> Selection:
         raise NotImplementedError
 
+    def newline_policy(self) -> str:
+        """Which canvas rows end in a newline: ``kept`` (rows still holding a kept token,
+        vanilla) or ``all`` (a count fixed by the image size)."""
+        return "kept"
+
+    def token_count(self, layout: AnyResLayout) -> int | None:
+        """The packed length for ``layout`` when it depends on the image size alone (so a
+        processor can size the placeholders before the vision tower runs), else ``None``."""
+        return layout.num_tokens()
+
     def compress(
         self,
         views: torch.Tensor,
@@ -124,13 +144,14 @@ class Compressor:
             )
         finite = _finite_flag(scores) if scores is not None else None
         sel = self.select(layout, scores, views)
-        index, newline_pos = Fn.pack(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order)
+        plan = Fn.pack_plan(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy())
         if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
             raise NonFiniteScoresError(
                 f"{self.name}: the vision tower's token scores contain NaN or inf "
                 f"(scores dtype {scores.dtype}); the image cannot be compressed"
             )
-        return CompressedImage(Fn.gather_tokens(views, newline, index, newline_pos, project), index, sel, layout)
+        tokens = Fn.gather_tokens(views, newline, plan.index, plan.newline_pos, project)
+        return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
@@ -147,21 +168,42 @@ class NoCompression(Compressor):
         return Selection(thumb, crops)
 
 
+BUDGETS = ("adaptive", "exact")
+
+
 @dataclass(frozen=True)
 class TopKCompressor(Compressor):
     """Template for methods that keep top-scored tokens: the thumbnail keeps its top
     ``⌊N·R⌋``; crop ``j`` keeps its top ``⌊N_j·r_j⌋`` unpadded tokens. Subclasses choose the
     scores (:meth:`token_scores`, :meth:`crop_scores`) and the budgets (:meth:`budgets`,
     bounded by :meth:`max_budget`); by default every crop gets ``r_j = R`` and ranks its
-    tokens by its own score."""
+    tokens by its own score.
+
+    ``budget="exact"`` fixes the packed length as a function of the image size: the crops
+    keep ``⌊R·ΣN_j⌋`` tokens in total — the per-crop counts above, reconciled to that total
+    by the ranking scores across crops — and every canvas row keeps its newline."""
 
     retention_ratio: float = 0.25
+    budget: str = "adaptive"
     #: Whether the per-crop budgets are worth reporting (adaptive) or just R everywhere.
     reports_budgets: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()
         _check_ratio(self.retention_ratio)
+        _check_choice(self.budget, BUDGETS, "budget")
+
+    def newline_policy(self) -> str:
+        return "all" if self.budget == "exact" else "kept"
+
+    def token_count(self, layout: AnyResLayout) -> int | None:
+        thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
+        if layout.n_crops == 0:
+            return thumb + int(layout.newline)
+        if self.budget != "exact":
+            return None
+        rows = layout.grid_h * layout.side if self.layout == "reference" else layout.visible_shape[0]
+        return thumb + Fn.floor_count(layout.canvas_tokens, self.retention_ratio) + rows * int(layout.newline)
 
     def check_geometry(self, tokens_per_view: int) -> None:
         if Fn.floor_count(tokens_per_view, self.retention_ratio) == 0:
@@ -200,6 +242,8 @@ class TopKCompressor(Compressor):
         k_max = math.ceil(layout.tokens_per_view * self.max_budget())
         ranking = self.crop_scores(layout, s, Fn.crop_valid_mask(layout, device))
         crop_keep = Fn.topk_mask(ranking, k, k_max)  # letterbox tokens are -inf and k_j ≤ N_j
+        if self.budget == "exact":
+            crop_keep = Fn.reconcile_total(crop_keep, ranking, Fn.floor_count(layout.canvas_tokens, self.retention_ratio))
         return Selection(thumb_keep, crop_keep, budgets=r if self.reports_budgets else None, thumb_order=order)
 
 

@@ -3,6 +3,9 @@
 ``cls_attention_scores`` recomputes only the [CLS] query row of one CLIP encoder layer from
 that layer's input hidden state — no attention map is ever built, so the tower itself keeps
 SDPA/FlashAttention. ``neg_cos_scores`` is the CLS-free score for SigLIP-class encoders.
+``received_attention`` is the other CLS-free score: the attention each token receives from
+all tokens of its view (or attention window), recomputed from the layer's queries and keys in
+query chunks, so no full attention map is held either.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SCORE_KINDS = ("cls_logits", "cls_softmax", "neg_cos")
+SCORE_KINDS = ("cls_logits", "cls_softmax", "neg_cos", "attn_received")
+#: Score kinds that read the [CLS] token (towers without one, e.g. SigLIP, cannot give them).
+CLS_KINDS = ("cls_logits", "cls_softmax")
 
 
 def cls_attention_scores(layer: nn.Module, hidden: torch.Tensor, kind: str = "cls_logits") -> torch.Tensor:
-    """Head-averaged [CLS]→patch attention of a CLIP encoder ``layer``.
+    """Head-averaged attention scores of the patch tokens of a CLIP encoder ``layer``.
 
     Args:
         layer: a transformers ``CLIPEncoderLayer`` (``layer_norm1`` + ``self_attn`` with
             ``q_proj``/``k_proj``).
         hidden: the hidden state entering ``layer``, ``[V, 1+N, C]`` with [CLS] first.
-        kind: ``"cls_logits"`` — the scaled pre-softmax logits ``q·k/√d`` (what the authors'
-            release uses); ``"cls_softmax"`` — the attention probabilities (softmax over all
-            1+N keys, as in the paper's Eq. 1 and FasterVLM).
+        kind: ``"cls_logits"`` — the scaled pre-softmax [CLS]→patch logits ``q·k/√d`` (what
+            the authors' release uses); ``"cls_softmax"`` — the [CLS] row's attention
+            probabilities (softmax over all 1+N keys, as in the paper's Eq. 1 and FasterVLM);
+            ``"attn_received"`` — what each patch receives from all 1+N tokens
+            (:func:`layer_received_attention`).
 
     Returns:
         ``[V, N]`` float32 scores for the patch tokens — computed in float32 throughout,
@@ -32,8 +39,10 @@ def cls_attention_scores(layer: nn.Module, hidden: torch.Tensor, kind: str = "cl
     The keys are never projected: ``q_h·(W_h x + b_h) = (W_hᵀ q_h)·x + q_h·b_h``, so one
     ``[C]`` vector per head replaces the ``[1+N, C] × [C, C]`` key projection.
     """
-    if kind not in ("cls_logits", "cls_softmax"):
-        raise ValueError(f"unknown [CLS] score kind {kind!r}; valid: cls_logits, cls_softmax")
+    if kind == "attn_received":
+        return layer_received_attention(layer, hidden)[:, 1:]
+    if kind not in CLS_KINDS:
+        raise ValueError(f"unknown [CLS] score kind {kind!r}; valid: cls_logits, cls_softmax, attn_received")
     attn = layer.self_attn
     heads, head_dim = attn.num_heads, attn.head_dim
     ln = layer.layer_norm1
@@ -59,3 +68,38 @@ def neg_cos_scores(features: torch.Tensor) -> torch.Tensor:
     Tokens unlike the view's mean are deemed more informative."""
     x = features.float()
     return -F.cosine_similarity(x, x.mean(dim=1, keepdim=True), dim=-1)
+
+
+def layer_received_attention(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """:func:`received_attention` of a CLIP/SigLIP encoder ``layer`` (``layer_norm1`` +
+    ``self_attn`` with ``q_proj``/``k_proj``): ``hidden`` ``[V, T, C]`` entering the layer
+    → ``[V, T]`` float32, every token of a view attending to every token of that view.
+    Computed in float32 whatever the tower's dtype, like :func:`cls_attention_scores`."""
+    attn, ln = layer.self_attn, layer.layer_norm1
+    x = F.layer_norm(hidden.float(), ln.normalized_shape, _f32(ln.weight), _f32(ln.bias), ln.eps)  # [V, T, C]
+    V, T = x.shape[:2]
+    q = F.linear(x, _f32(attn.q_proj.weight), _f32(attn.q_proj.bias))
+    k = F.linear(x, _f32(attn.k_proj.weight), _f32(attn.k_proj.bias))
+    q = q.view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
+    k = k.view(V, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # [V, H, T, d]
+    return received_attention(q, k, attn.scale)
+
+
+def received_attention(q: torch.Tensor, k: torch.Tensor, scale: float, max_elements: int = 1 << 24) -> torch.Tensor:
+    """Head-mean attention each token receives from all queries of its segment:
+    ``a_j = mean_h Σ_i softmax_j(q_i·k_j·scale)``.
+
+    ``q``, ``k`` ``[S, H, T, d]``: S independent segments (views, images, attention windows)
+    of T tokens. Returns ``[S, T]`` float32 (each segment's scores sum to T). The T × T maps are
+    built ``max_elements`` at a time, a chunk of query rows per step, and never kept; the
+    products are taken in float32 (a half-precision ``q·k`` can overflow).
+    """
+    q, k = q.float(), k.float()
+    S, H, T, _ = q.shape
+    out = torch.zeros(S, H, T, dtype=torch.float32, device=q.device)
+    chunk = max(1, max_elements // max(1, S * H * T))
+    kt = k.transpose(-1, -2)  # [S, H, d, T]
+    for start in range(0, T, chunk):
+        logits = torch.matmul(q[:, :, start : start + chunk], kt) * scale  # [S, H, c, T]
+        out += logits.softmax(dim=-1).sum(dim=2)
+    return out.mean(dim=1)

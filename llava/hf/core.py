@@ -1,0 +1,312 @@
+"""The family-independent half of :mod:`llava.hf`: the adapter registry, the score policy, the
+splice of compressed image runs into the prompt, and the two entry points.
+
+A family adapter (one module per model family) knows its host's internals — where the vision
+tower and projector are, the host's own geometry helpers, how positions are numbered — and
+turns processor outputs into one :class:`~llava.compression.CompressedImage` per image. The
+core then rewrites the prompt so that every image's placeholder run holds exactly the tokens
+that survive, and hands the model the tokens through transformers' public
+``mm_encoder_outputs`` argument: no transformers class is patched or subclassed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from llava.compression import (
+    AnyResLayout,
+    CompressedImage,
+    Compressor,
+    NoCompression,
+    ScoreRequest,
+    Selection,
+)
+from llava.compression import functional as Fn
+from llava.compression.scoring import CLS_KINDS
+
+# ----------------------------------------------------------------------------- registry
+
+_ADAPTERS: dict[str, type[Adapter]] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: make ``cls`` the adapter of the model classes it names."""
+    for name in cls.class_names:
+        _ADAPTERS[name] = cls
+    return cls
+
+
+def supported_classes() -> list[str]:
+    return list(_ADAPTERS)
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter of ``model``'s family; anything else is an error naming the supported classes."""
+    for klass in type(model).__mro__:
+        if klass.__name__ in _ADAPTERS:
+            return _ADAPTERS[klass.__name__](model)
+    raise TypeError(
+        f"llava.hf supports {', '.join(_ADAPTERS)}; got {type(model).__name__}"
+        + (" (our own LLaVA tree: set model.compressor instead)" if hasattr(model, "compressor") else "")
+    )
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+class Adapter:
+    """What :func:`prepare_inputs` needs from a model family. Subclasses set the class
+    attributes and implement :meth:`image_layouts`, :meth:`processed_layout` and
+    :meth:`encode_images`; :meth:`encode` is the per-modality entry (a family that compresses
+    videos adds them there, with their own placeholder token and encoder output)."""
+
+    #: transformers class names served by this adapter
+    class_names: ClassVar[tuple[str, ...]] = ()
+    #: processor / forward keys the adapter consumes (replaced by ``mm_encoder_outputs``)
+    consumed: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    #: compressor layouts the family supports (``reference`` is LLaVA-NeXT's release)
+    layouts: ClassVar[tuple[str, ...]] = ("faithful",)
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.inner = model.model  # the base model (vision tower, projector, language model)
+
+    # -- to implement
+    @property
+    def has_cls(self) -> bool:
+        """Whether the vision tower has a [CLS] token the [CLS] score kinds can read."""
+        raise NotImplementedError
+
+    @property
+    def image_token_id(self) -> int:
+        return self.token_id("image")
+
+    def token_id(self, modality: str) -> int:
+        """The placeholder token of ``modality`` (``image``, ``video``) in this model's prompts."""
+        return int(getattr(self.model.config, f"{modality}_token_id"))
+
+    def encode(self, comp: Compressor, inputs: dict[str, Any]) -> dict[str, list[CompressedImage]]:
+        """Every compressed modality of the batch → its records, in prompt order."""
+        if inputs.get("pixel_values_videos") is not None:
+            raise NotImplementedError(f"llava.hf compresses images; {self.family} video inputs are not supported yet")
+        if inputs.get("pixel_values") is None:
+            return {}
+        for lay in self.image_layouts(inputs):
+            comp.check_geometry(lay.tokens_per_view)
+        return {"image": self.encode_images(comp, inputs)}
+
+    def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:
+        """The ``mm_encoder_outputs[modality]`` entry the host's forward consumes."""
+        return BaseModelOutputWithPooling(pooler_output=tuple(r.tokens for r in records))
+
+    def image_layouts(self, inputs: dict[str, Any]) -> list[AnyResLayout]:
+        """The uncompressed geometry of every image of the batch, in prompt order (host-side)."""
+        raise NotImplementedError
+
+    def encode_images(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
+        """Vision tower → scores → ``comp`` → one record (with ``tokens`` ``[T_i, D]``) per image."""
+        raise NotImplementedError
+
+    def add_positions(self, kwargs: dict[str, Any], inputs: dict[str, Any], spliced: Spliced) -> None:
+        """Put the compressed prompt's position ids into ``kwargs`` (default: from the mask,
+        as ``generate`` numbers them, so a left-padded batch matches its single rows)."""
+        kwargs["position_ids"] = text_positions(spliced.attention_mask)
+
+    # -- shared helpers
+    @property
+    def family(self) -> str:
+        return type(self.model).__name__
+
+    def check(self, comp: Compressor) -> None:
+        if comp.layout not in self.layouts:
+            raise ValueError(
+                f"layout={comp.layout!r} is not available for {self.family} (valid: {', '.join(self.layouts)}); "
+                "'reference' reproduces the LLaVA-NeXT release's packing"
+            )
+
+    def score_request(self, comp: Compressor) -> ScoreRequest | None:
+        """The score ``comp`` asks for, made concrete for this tower: on a tower without [CLS]
+        a method's *default* [CLS] score becomes ``neg_cos`` (the paper's CLS-free score); a
+        [CLS] score asked for explicitly is an error."""
+        req = comp.score_request()
+        if req is None or self.has_cls or req.kind not in CLS_KINDS:
+            return req
+        default = next((f.default for f in dataclasses.fields(comp) if f.name == "score"), None)
+        if getattr(comp, "score", None) == default:
+            return ScoreRequest("neg_cos", req.layer)
+        raise ValueError(
+            f"{self.family}'s vision tower has no [CLS] token, so score={req.kind!r} cannot be computed; "
+            "use score='neg_cos' (the default there) or score='attn_received'"
+        )
+
+    def processed_layout(self, image_inputs: dict[str, Any], index: int, processor: Any) -> AnyResLayout:
+        """The layout of image ``index`` of an image processor's output (to size placeholders)."""
+        raise NotImplementedError
+
+    def uncompressed_records(self, inputs: dict[str, Any]) -> list[CompressedImage]:
+        """Records of the unpatched model (everything kept), from the geometry alone."""
+        device = inputs["input_ids"].device
+        return [geometry_record(lay, device) for lay in self.image_layouts(inputs)]
+
+
+def geometry_record(layout: AnyResLayout, device: torch.device | str = "cpu") -> CompressedImage:
+    """The keep-all record of ``layout`` (no features needed)."""
+    thumb, crops = Fn.keep_all(layout, device)
+    plan = Fn.pack_plan(layout, thumb, crops)
+    return CompressedImage(None, plan.index, Selection(thumb, crops), layout, plan.kept)
+
+
+# ----------------------------------------------------------------------------- splicing
+
+
+@dataclass
+class Spliced:
+    """The compressed prompt: ``input_ids`` / ``attention_mask`` ``[B, L']`` (left-padded) and
+    ``source`` ``[B, L']``, the position in the original row each token comes from (-1 = pad)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    source: torch.Tensor
+
+    def take(self, full: torch.Tensor, fill: int = 0) -> torch.Tensor:
+        """A per-token tensor of the original prompt ``[..., B, L]`` → ``[..., B, L']``."""
+        src = self.source.to(full.device)
+        idx = src.clamp_min(0).expand(*full.shape[:-2], *src.shape)
+        return full.gather(-1, idx).masked_fill(src < 0, fill)
+
+
+def run_counts(record: CompressedImage) -> torch.Tensor:
+    """How many tokens each position of the image's uncompressed run becomes: 1 where a
+    token survives (``kept``), else 0; for the reference layout (not a subsequence) the whole
+    packed sequence stands at the run's first position."""
+    n = record.layout.num_tokens()
+    counts = torch.zeros(n, dtype=torch.long, device=record.index.device)
+    if record.kept is not None:
+        return counts.index_fill_(0, record.kept, 1)
+    counts[0] = record.index.shape[0]
+    return counts
+
+
+def splice(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    runs: dict[int, list[torch.Tensor]],
+    pad_id: int = 0,
+    hint: str = "",
+) -> Spliced:
+    """Rewrite a batch so that the ``i``-th placeholder run of token ``t`` (in row-major order,
+    ``len(runs[t][i])`` tokens) becomes ``runs[t][i]`` repeats per position.
+
+    Vectorised (one ``repeat_interleave``); host syncs: the placeholder count check and the
+    new lengths. The result is left-padded with ``pad_id``.
+    """
+    B, L = input_ids.shape
+    device = input_ids.device
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    counts = mask.long()
+    for token_id, token_runs in runs.items():
+        is_tok = (input_ids == token_id) & mask
+        expected = [int(r.numel()) for r in token_runs]
+        found = int(is_tok.sum())
+        if found != sum(expected):
+            raise ValueError(
+                f"the prompt(s) hold {found} placeholder tokens (id {token_id}) but the {len(token_runs)} "
+                f"image(s) call for {sum(expected)} (per image: {expected}){hint}"
+            )
+        if token_runs:
+            counts[is_tok] = torch.cat(token_runs).to(device)
+    lengths = counts.sum(1)
+    lens = lengths.tolist()
+    total, width = sum(lens), max(lens)
+    src = torch.repeat_interleave(torch.arange(B * L, device=device), counts.reshape(-1), output_size=total)
+    row = src // L
+    start = lengths.cumsum(0) - lengths
+    col = (width - lengths)[row] + torch.arange(total, device=device) - start[row]
+    source = torch.full((B, width), -1, dtype=torch.long, device=device)
+    source[row, col] = src % L
+    out_mask = source >= 0
+    ids = input_ids.gather(1, source.clamp_min(0)).masked_fill(~out_mask, pad_id)
+    mask_dtype = attention_mask.dtype if attention_mask is not None else torch.long
+    return Spliced(ids, out_mask.to(mask_dtype), source)
+
+
+def text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` positions counted over the unmasked tokens (0 on padding), as ``generate`` does."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def _pad_id(model: nn.Module) -> int:
+    pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+    if pad is None:
+        pad = getattr(model.config.get_text_config(), "pad_token_id", None)
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0] if pad else None
+    return 0 if pad is None else int(pad)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _is_off(comp: Compressor | None) -> bool:
+    return comp is None or isinstance(comp, NoCompression)
+
+
+def prepare_inputs(
+    model: nn.Module, comp: Compressor | None = None, **inputs: Any
+) -> tuple[dict[str, Any], list[CompressedImage]]:
+    """Compress the images of a processor output for ``model``.
+
+    Returns ``(kwargs, records)``: ``model(**kwargs)`` / ``model.generate(**kwargs)`` run the
+    LLM on the compressed prompt (``input_ids`` with each image's placeholder run shortened
+    to its surviving tokens, left-padded; ``attention_mask``; ``position_ids``; the kept
+    visual tokens as ``mm_encoder_outputs``), and ``records[i]`` describes image ``i``
+    (``info()``, ``kept``). Keys the compression does not consume (e.g. generation options)
+    pass through. ``comp=None`` or ``none`` returns the inputs unchanged (the unpatched model)
+    with keep-all records.
+    """
+    adapter = adapter_for(model)
+    if "input_ids" not in inputs or inputs["input_ids"] is None:
+        raise ValueError("prepare_inputs needs the processor's input_ids (the prompt with its image placeholders)")
+    if _is_off(comp):
+        return dict(inputs), adapter.uncompressed_records(inputs) if inputs.get("pixel_values") is not None else []
+    if inputs.get("position_ids") is not None:
+        raise ValueError("prepare_inputs computes position_ids for the compressed prompt; do not pass them")
+    adapter.check(comp)
+    encoded = adapter.encode(comp, inputs)
+    if not encoded:
+        return dict(inputs), []
+    spliced = splice(
+        inputs["input_ids"], inputs.get("attention_mask"),
+        {adapter.token_id(m): [run_counts(r) for r in recs] for m, recs in encoded.items()}, _pad_id(model),
+        hint="; pass the processor's output for these images (with llava.hf.install active, "
+        "call model.generate directly instead)",
+    )
+    kwargs = {k: v for k, v in inputs.items() if k not in adapter.consumed and k != "attention_mask"}
+    kwargs["input_ids"] = spliced.input_ids
+    kwargs["attention_mask"] = spliced.attention_mask
+    kwargs["mm_encoder_outputs"] = {m: adapter.encoder_output(m, recs) for m, recs in encoded.items()}
+    records = [r for recs in encoded.values() for r in recs]
+    adapter.add_positions(kwargs, inputs, spliced)
+    return kwargs, records
+
+
+def generate(
+    model: nn.Module, comp: Compressor | None = None, *, return_records: bool = False, **kwargs: Any
+) -> torch.Tensor | tuple[torch.Tensor, list[CompressedImage]]:
+    """``model.generate`` on the compressed prompt, returning what stock ``generate`` returns
+    for the uncompressed one: the ORIGINAL ``input_ids`` followed by the new tokens (so
+    harnesses that trim by the prompt length keep working). ``kwargs`` are the processor's
+    outputs plus any generation options; ``return_records=True`` also returns the records."""
+    gen_kwargs, records = prepare_inputs(model, comp, **kwargs)
+    out = model.generate(**gen_kwargs)
+    if not _is_off(comp) and records:
+        prompt = kwargs["input_ids"]
+        out = torch.cat([prompt.to(out.device), out[:, gen_kwargs["input_ids"].shape[1] :]], dim=1)
+    return (out, records) if return_records else out

@@ -1,0 +1,111 @@
+"""LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``, e.g.
+``llava-hf/llava-onevision-qwen2-7b-ov-hf``).
+
+A SigLIP tower without [CLS] (27×27 = 729 tokens per 384-px view), AnyRes crops, unpadding,
+a newline per canvas row — and ``anyres_max_9``: when the unpadded canvas holds more than
+1.1² × 9 crops' worth of tokens it is bilinearly shrunk. Selection works on the tokens the LLM
+actually sees: the projected canvas is unpadded and shrunk exactly as the host does it, the
+per-view scores go through the same unpad and shrink, and each shrunk cell belongs to the crop
+of the canvas cell nearest its sample point (:mod:`llava.compression.layout`). Images of a
+multi-image prompt are single views (729 tokens + newline), as the host treats them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from llava.compression import AnyResLayout, CompressedImage, Compressor, scatter_visible
+
+from .core import register
+from .llava_next import LlavaNextAdapter
+
+
+def max_crops(vision_aspect_ratio: str) -> int:
+    """``"anyres_max_9"`` → 9, parsed exactly as the host parses it (a character-set strip)."""
+    return int(vision_aspect_ratio.strip("anyres_max_"))  # noqa: B005
+
+
+def shrunk_shape(rows: int, cols: int, side: int, max_num: int) -> tuple[int, int] | None:
+    """The host's ``anyres_max`` rule: ``ratio = √(rows·cols / (max_num·side²))``; above 1.1 the
+    canvas becomes ``(⌊rows/ratio⌋, ⌊cols/ratio⌋)``, else it stays (``None``)."""
+    ratio = math.sqrt(rows * cols / (max_num * side**2))
+    if ratio > 1.1:
+        return int(rows // ratio), int(cols // ratio)
+    return None
+
+
+@register
+class OnevisionAdapter(LlavaNextAdapter):
+    class_names: ClassVar[tuple[str, ...]] = ("LlavaOnevisionForConditionalGeneration",)
+    consumed: ClassVar[tuple[str, ...]] = LlavaNextAdapter.consumed + ("batch_num_images", "vision_aspect_ratio")
+    layouts: ClassVar[tuple[str, ...]] = ("faithful",)
+
+    def layout_for_size(self, image_size_hw, aspect: str | None = None) -> AnyResLayout:
+        lay = super().layout_for_size(image_size_hw)
+        shrink = shrunk_shape(*lay.unpadded_shape, lay.side, max_crops(aspect or self.model.config.vision_aspect_ratio))
+        return AnyResLayout(lay.grid_w, lay.grid_h, lay.side, lay.top, lay.bottom, lay.left, lay.right, shrink=shrink)
+
+    def image_layouts(self, inputs: dict[str, Any]) -> list[AnyResLayout]:
+        sizes = inputs.get("image_sizes")
+        if sizes is None:
+            raise ValueError(f"{self.family} needs the processor's image_sizes")
+        sizes = sizes.tolist() if isinstance(sizes, torch.Tensor) else [list(s) for s in sizes]
+        per_sample = inputs.get("batch_num_images")
+        if per_sample is None:  # the host's default: every image gets AnyRes
+            anyres = [True] * len(sizes)
+        else:
+            counts = per_sample.tolist() if isinstance(per_sample, torch.Tensor) else list(per_sample)
+            anyres = [n == 1 for n in counts for _ in range(n)]
+            if len(anyres) != len(sizes):
+                raise ValueError(f"batch_num_images {counts} covers {len(anyres)} images, image_sizes {len(sizes)}")
+        aspect = self._option(inputs, "vision_aspect_ratio")
+        return [self.layout_for_size(s, aspect) if a else AnyResLayout.single_view(self.side) for s, a in zip(sizes, anyres)]
+
+    def processed_layout(self, image_inputs: dict[str, Any], index: int, processor: Any) -> AnyResLayout:
+        per_sample = image_inputs.get("batch_num_images")
+        counts = [1] * (index + 1) if per_sample is None else [int(n) for n in per_sample]
+        start = 0
+        for n in counts:  # the processor's rule: images of a multi-image sample get no AnyRes
+            if index < start + n:
+                if n != 1:
+                    return AnyResLayout.single_view(self.side)
+                break
+            start += n
+        size = image_inputs["image_sizes"][index]
+        size = size.tolist() if hasattr(size, "tolist") else list(size)
+        return self.layout_for_size(size, getattr(processor, "vision_aspect_ratio", None))
+
+    def encode_images(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
+        layouts = self.image_layouts(inputs)
+        pixels = self.view_pixels(inputs["pixel_values"], layouts)
+        feats, scores = self.vision(pixels, self.score_request(comp), inputs)
+        # The host shrinks *projected* features, so project every view first (as it does).
+        tokens = self.inner.multi_modal_projector(feats)  # [V, N, D]
+        counts = [lay.n_views for lay in layouts]
+        tokens = tokens.split(counts)
+        scores = scores.split(counts) if scores is not None else [None] * len(layouts)
+        newline = self.inner.image_newline
+        out = []
+        for t, s, lay in zip(tokens, scores, layouts):
+            if lay.n_crops:
+                t = torch.cat([t[:1], scatter_visible(visible_canvas(t[1:], lay), lay)])
+                if s is not None:
+                    s = torch.cat([s[:1], scatter_visible(visible_canvas(s[1:, :, None], lay), lay)[..., 0]])
+            out.append(comp.compress(t, newline, lay, s))
+        return out
+
+
+def visible_canvas(crops: torch.Tensor, layout: AnyResLayout) -> torch.Tensor:
+    """Crop views ``[n, N, D]`` → the canvas the LLM sees ``[rows, cols, D]``: assembled,
+    unpadded and (``layout.shrink``) bilinearly resized with the host's operations, in the
+    features' dtype — so at keep-all the tokens equal the host's bit for bit."""
+    gh, gw, side = layout.grid_h, layout.grid_w, layout.side
+    canvas = crops.view(gh, gw, side, side, -1).permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # [D, H, W]
+    canvas = canvas[:, layout.top : layout.bottom, layout.left : layout.right]
+    if layout.shrink is not None:
+        canvas = F.interpolate(canvas[None], list(layout.shrink), mode="bilinear")[0]
+    return canvas.permute(1, 2, 0)

@@ -1,0 +1,46 @@
+"""Inputs shared by the tests of :mod:`llava.hf` (images, prompts, batched processor calls)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llava.testing.tiny_hf import llava_prompt, qwen_prompt
+
+
+def random_image(w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def prompt_for(model, question: str, images: int = 1) -> str:
+    return qwen_prompt(question, images) if "Qwen" in type(model).__name__ else llava_prompt(question, images)
+
+
+def process(model, processor, sizes, questions=None, images_per_prompt: int = 1):
+    """Processor outputs for images of ``sizes`` (w, h), ``images_per_prompt`` per prompt."""
+    imgs = [random_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    n = len(sizes) // images_per_prompt
+    questions = questions or [f"What is in picture {i}? Describe it." if i % 2 else "Color?" for i in range(n)]
+    texts = [prompt_for(model, q, images_per_prompt) for q in questions]
+    if images_per_prompt > 1:
+        imgs = [imgs[i * images_per_prompt : (i + 1) * images_per_prompt] for i in range(n)]
+    return processor(images=imgs, text=texts, return_tensors="pt", padding=True)
+
+
+def until_eos(row: list[int], eos: int) -> list[int]:
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+def new_tokens(out: torch.Tensor, prompt_len: int, eos: int) -> list[list[int]]:
+    return [until_eos(r, eos) for r in out[:, prompt_len:].tolist()]
+
+
+def host_image_tokens(model, inputs) -> list[torch.Tensor]:
+    """What the unpatched model puts into each image's placeholder run (its own
+    ``get_image_features``)."""
+    keys = ("pixel_values", "image_sizes", "batch_num_images", "image_grid_thw")
+    with torch.no_grad():
+        out = type(model.model).get_image_features(model.model, **{k: inputs[k] for k in keys if k in inputs})
+    return list(out.pooler_output)
