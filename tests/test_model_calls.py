@@ -241,8 +241,12 @@ OFFLOAD_MAPS = {
     },
     "base-model-on-disk": {"model": "disk", "lm_head": "cpu"},  # image_newline offloaded with its module
 }
+# accelerate warns on a device_map key naming a parameter (model.image_newline), although
+# transformers places that parameter by it (as device_map="auto" can produce such keys).
+_BARE_PARAM_KEY = "ignore:The following device_map keys do not match any submodules:UserWarning"
 
 
+@pytest.mark.filterwarnings(_BARE_PARAM_KEY)
 @pytest.mark.parametrize("name", list(OFFLOAD_MAPS))
 def test_offloading_device_map_generates_the_plain_tokens(tiny, tiny_ckpt, tmp_path, name):
     """What reads weights outside their module's forward must see them loaded: the [CLS]
@@ -258,8 +262,9 @@ def test_offloading_device_map_generates_the_plain_tokens(tiny, tiny_ckpt, tmp_p
     for weight in (model.get_model().layers[0].self_attn.q_proj.weight, tower_layer.self_attn.k_proj.weight):
         assert weight.device.type == "meta"  # really offloaded
     img = random_image((1000, 600), 2)
-    # GlobalCom² scores at the tower's last layer (past the feature layer), FasterVLM inside it
-    for method in ("globalcom2", "fastervlm"):
+    # GlobalCom² scores at the tower's last layer (past the feature layer), FasterVLM inside it;
+    # with the base model offloaded, GlobalCom² covers image_newline (the tower as above).
+    for method in ("globalcom2", "fastervlm") if "tower" in name else ("globalcom2",):
         comp = build_compressor(method, retention_ratio=0.25)
         ref_records, records = [], []
         expected = _gen(tiny, PROMPT, img, compressor=comp, image_records=ref_records, max_new_tokens=4)
@@ -267,6 +272,7 @@ def test_offloading_device_map_generates_the_plain_tokens(tiny, tiny_ckpt, tmp_p
         assert torch.equal(records[0].index, ref_records[0].index)
 
 
+@pytest.mark.filterwarnings(_BARE_PARAM_KEY)
 def test_image_newline_alone_on_disk_is_refused(tiny_ckpt, tmp_path):
     from llava.model.builder import load_pretrained_model
 
