@@ -123,7 +123,8 @@ class CompressingLMM(lmms):
                     raise ValueError(
                         f"task {task}, document {doc_id}: the prompt is {e.length} tokens long with its visual "
                         f"tokens, more than the model's context of {e.limit}; lmms-eval keeps no per-question "
-                        f"error entries, so the run stops here (--use_cache keeps the answers given so far)"
+                        f"error entries, so the run stops here (the scripts' drivers record such a question "
+                        f"as an error entry and go on)"
                     ) from e
                 for i, a, ans in zip(batch, args, answers):
                     record = sample_record(ans.images, self.compression)
