@@ -110,7 +110,24 @@ class AnyResLayout:
         return self.tokens_per_view + rows * (cols + nl)
 
 
-@functools.lru_cache(maxsize=64)
+def tensor_cache(maxsize: int):
+    """``functools.lru_cache`` for functions that build constant index tensors. They are built
+    outside inference mode, so a tensor first made under ``torch.inference_mode()`` (the eval
+    drivers, lmms-eval) is still an ordinary tensor when a later call runs with autograd."""
+
+    def deco(fn):
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(fn)
+        def cached(*args):
+            with torch.inference_mode(False):
+                return fn(*args)
+
+        return cached
+
+    return deco
+
+
+@tensor_cache(maxsize=64)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
 
@@ -123,7 +140,7 @@ def _nearest_source(n_in: int, n_out: int) -> torch.Tensor:
     return ((2 * i + 1) * n_in) // (2 * n_out)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[grid_h·side, grid_w·side]``: canvas cell → ``j·N + t`` (crop j, token t of its grid)."""
     s, n_tok = layout.side, layout.tokens_per_view
@@ -132,7 +149,7 @@ def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor
     return ((r // s) * layout.grid_w + c // s) * n_tok + (r % s) * s + (c % s)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def visible_cells(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[rows, cols]`` of the visible canvas (raster order) → ``j·N + t``: the crop token each
     visible cell is (or, after a shrink, stands for)."""
@@ -143,7 +160,7 @@ def visible_cells(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     return _crop_cell_index(layout, device)[r[:, None], c[None, :]]
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _valid_mask(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[n, N]`` bool: the crop tokens the LLM sees."""
     mask = torch.zeros(layout.n_crops * layout.tokens_per_view, dtype=torch.bool, device=device)
@@ -151,7 +168,7 @@ def _valid_mask(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     return mask.reshape(layout.n_crops, layout.tokens_per_view)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _region_ids(side: int, grid_w: int, grid_h: int, device: torch.device) -> torch.Tensor:
     """Thumbnail token → crop region under an even ``grid_h × grid_w`` partition of the
     ``side × side`` map (``side // g`` per part, the remainder to the last part)."""
@@ -185,7 +202,7 @@ def crop_valid_mask(layout: AnyResLayout, device: torch.device | str = "cpu") ->
     return _valid_mask(layout, torch.device(device))
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def crop_token_counts(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``N_j``: visible tokens per crop, ``[n]`` int64."""
     return _valid_mask(layout, device).sum(1)
