@@ -44,3 +44,37 @@ def host_image_tokens(model, inputs) -> list[torch.Tensor]:
     with torch.no_grad():
         out = type(model.model).get_image_features(model.model, **{k: inputs[k] for k in keys if k in inputs})
     return list(out.pooler_output)
+
+
+def random_clip(frames: int, w: int = 120, h: int = 90, seed: int = 0) -> np.ndarray:
+    """``[frames, h, w, 3]`` uint8: a random picture drifting a little from frame to frame
+    (so neighbouring frames are alike, as in a real video)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (h, w, 3)).astype(np.int16)
+    drift = rng.integers(-40, 41, (frames, 1, 1, 3)).cumsum(0)
+    noise = rng.integers(-12, 13, (frames, h, w, 3))
+    return np.clip(base[None] + drift + noise, 0, 255).astype(np.uint8)
+
+
+def video_prompt_for(model, question: str, images: int = 0, videos: int = 1) -> str:
+    from llava.testing.tiny_hf import llava_prompt, qwen_prompt
+
+    build = qwen_prompt if "Qwen" in type(model).__name__ else llava_prompt
+    return build(question, images=images, videos=videos)
+
+
+def process_videos(model, processor, clips, questions=None, images=None, fps: float | None = 1.0):
+    """Processor outputs for one prompt per clip (``images[i]``: images put before row i's video),
+    with every clip's metadata at ``fps`` frames a second (Qwen2.5-VL's temporal positions)."""
+    n = len(clips)
+    questions = questions or [f"What happens in video {i}?" if i % 2 else "Motion?" for i in range(n)]
+    images = images or [[] for _ in range(n)]
+    texts = [video_prompt_for(model, q, images=len(im)) for q, im in zip(questions, images)]
+    kwargs = {}
+    if fps is not None:
+        kwargs["video_metadata"] = [{"total_num_frames": len(c), "fps": fps, "frames_indices": list(range(len(c)))}
+                                    for c in clips]
+    flat_images = [im for row in images for im in row]
+    if flat_images:
+        kwargs["images"] = flat_images
+    return processor(videos=list(clips), text=texts, return_tensors="pt", padding=True, **kwargs)
