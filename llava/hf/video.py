@@ -19,6 +19,8 @@ by the processor itself. Where torchvision is installed the stock video processo
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import os
@@ -88,7 +90,7 @@ def read_video(
 
     ``num_frames`` frames (``indices = arange(n)·total // n``, transformers' default rule), or
     ``fps`` frames a second, or ``sample_indices_fn(metadata=...)`` (e.g.
-    :meth:`VideoProcessor.sample_indices` of a family whose rule differs); none of them: every
+    :meth:`VideoProcessor.sample_frames` of a family whose rule differs); none of them: every
     frame. The metadata (``total_num_frames``, ``fps``, ``frames_indices``) is what transformers'
     PyAV reader returns. A missing or unreadable file is an error naming it."""
     import av
@@ -190,9 +192,9 @@ class VideoProcessor:
 
     # ------------------------------------------------------------------ sampling
 
-    def sample_indices(self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None,
+    def sample_frames(self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None,
                        **_: Any) -> np.ndarray:
-        """Which frames to keep — the family's own rule (``sample_frames`` of its processor)."""
+        """Which frames to keep — the family's own rule (its transformers processor's ``sample_frames``)."""
         num_frames = self.num_frames if num_frames is None else num_frames
         fps = self.fps if fps is None else fps
         if num_frames is not None and fps is not None:
@@ -229,7 +231,7 @@ class VideoProcessor:
             isinstance(videos, (list, tuple)) and videos and isinstance(videos[0], (str, os.PathLike)))
         if paths:
             items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-            read = [read_video(p, sample_indices_fn=lambda metadata: self.sample_indices(metadata, **sampling))
+            read = [read_video(p, sample_indices_fn=lambda metadata: self.sample_frames(metadata, **sampling))
                     for p in items]
             clips, metadata = [r[0] for r in read], [r[1] for r in read]
         else:
@@ -237,7 +239,7 @@ class VideoProcessor:
             metadata = make_batched_metadata(clips, video_metadata=opts.get("video_metadata"))
             if get("do_sample_frames"):
                 for i, (clip, meta) in enumerate(zip(clips, metadata)):
-                    idx = self.sample_indices(meta, **sampling)
+                    idx = self.sample_frames(meta, **sampling)
                     meta.frames_indices = [int(j) for j in idx]
                     clips[i] = clip[idx]
         processed = [self._frames(clip, get) for clip in clips]  # [F, C, H, W] float32 each
@@ -340,6 +342,59 @@ def _read_json(path: str) -> dict:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
+
+
+@functools.cache
+def image_only(processor_class: type) -> type:
+    """``processor_class`` without its video processor: transformers checks every sub-processor
+    of a processor's ``__init__`` — and its video processors need torchvision. The subclass
+    loads with ``from_pretrained`` like the stock class (image processor, tokenizer, settings)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(f"ImageOnly{processor_class.__name__}", (processor_class,), {"__init__": __init__})
+
+
+_PROCESSOR_CLASSES = {"llava_onevision": "LlavaOnevisionProcessor", "qwen2_vl": "Qwen2VLProcessor",
+                      "qwen2_5_vl": "Qwen2_5_VLProcessor"}
+
+
+def load_processor(model_path: str | os.PathLike) -> Any:
+    """The processor of a local checkpoint folder, able to take ``videos=``: transformers'
+    ``AutoProcessor`` (stock video processor, where torchvision is installed); without
+    torchvision the same processor class with its image processor, tokenizer and settings, and
+    a :class:`VideoProcessor` read from the folder in place of the video processor."""
+    import transformers
+
+    path = os.fspath(model_path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model folder {path!r} not found")
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(path)
+    except ImportError as e:
+        if "orchvision" not in str(e):
+            raise
+        name, settings = None, {}
+        for file in ("processor_config.json", "preprocessor_config.json"):
+            if name is None and os.path.isfile(os.path.join(path, file)):
+                settings = _read_json(os.path.join(path, file))
+                name = settings.get("processor_class")
+        if name is None and os.path.isfile(os.path.join(path, "config.json")):
+            name = _PROCESSOR_CLASSES.get(_read_json(os.path.join(path, "config.json")).get("model_type"))
+        if name is None or not hasattr(transformers, name):
+            raise ValueError(f"{path!r}: cannot tell its processor class (processor_class {name!r})") from e
+        stock = getattr(transformers, name)
+        # image processor, tokenizer and chat template as transformers loads them; the processor's
+        # own settings (e.g. OneVision's num_image_tokens) from its config, by the stock signature
+        loaded = image_only(stock).from_pretrained(path)
+        own = set(inspect.signature(stock.__init__).parameters) - {
+            "self", "image_processor", "tokenizer", "video_processor", "chat_template", "kwargs"}
+        processor = image_only(stock)(loaded.image_processor, loaded.tokenizer, chat_template=loaded.chat_template,
+                                      **{k: v for k, v in settings.items() if k in own})
+    if not hasattr(processor, "image_processor"):
+        raise ValueError(f"{path!r} holds no multimodal processor (got {type(processor).__name__})")
+    return with_video_processor(processor, model_path=path)
 
 
 def with_video_processor(processor: Any, video_processor: VideoProcessor | None = None,

@@ -14,9 +14,9 @@ torchvision (:func:`image_only`), and with :class:`llava.hf.video.VideoProcessor
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from llava.hf.video import image_only  # noqa: F401  (re-exported: tests and the demo use it)
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
@@ -49,17 +49,6 @@ def build_tokenizer(specials: list[str], vocab_size: int = 320, pad: str = "<|en
         tokenizer_object=tok, unk_token="<unk>", pad_token=pad, padding_side="left",
         additional_special_tokens=specials,
     )
-
-
-@functools.cache
-def image_only(processor_class: type) -> type:
-    """``processor_class`` without its video processor: transformers checks every sub-processor
-    of a processor's ``__init__`` — and its video processors need torchvision."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(f"ImageOnly{processor_class.__name__}", (processor_class,), {"__init__": __init__})
 
 
 def spread_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -222,3 +211,32 @@ def llava_prompt(question: str, images: int = 1, videos: int = 0) -> str:
     placeholders before ``question``."""
     vision = "<image>" * images + "<video>" * videos
     return f"<|im_start|>user\n{vision}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+#: The stock processor and video processor class names of each tiny family.
+_STOCK = {"LlavaOnevisionForConditionalGeneration": ("LlavaOnevisionProcessor", "LlavaOnevisionVideoProcessor"),
+          "Qwen2VLForConditionalGeneration": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+          "Qwen2_5_VLForConditionalGeneration": ("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor")}
+
+
+def save_checkpoint(model, processor, out_dir: str) -> str:
+    """Write a tiny model and its processor as a checkpoint folder laid out as transformers
+    saves the stock classes: weights, tokenizer and a ``processor_config.json`` naming the stock
+    processor class with its settings and its image and video processors (so, with torchvision,
+    ``AutoProcessor`` builds the stock video processor from it)."""
+    import json
+    import os
+
+    model.save_pretrained(out_dir)
+    processor.tokenizer.save_pretrained(out_dir)
+    proc_class, video_class = _STOCK[type(model).__name__]
+    config = {"processor_class": proc_class, "image_processor": processor.image_processor.to_dict()}
+    if getattr(processor, "video_processor", None) is not None:
+        video = {k: v for k, v in processor.video_processor.to_dict().items() if k != "video_processor_type"}
+        config["video_processor"] = {"video_processor_type": video_class, **video}
+    for name in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+        if getattr(processor, name, None) is not None:
+            config[name] = getattr(processor, name)
+    with open(os.path.join(out_dir, "processor_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return out_dir
