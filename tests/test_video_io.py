@@ -89,12 +89,18 @@ def test_settings_are_read_as_transformers_reads_them(tmp_path):
         VideoProcessor("llava_next")
 
 
-def test_a_saved_checkpoint_loads_and_runs_without_torchvision(hf_qwen2_5_vl, tmp_path, clip_file):
-    from llava.eval import run_video
+@pytest.fixture(scope="module")
+def qwen_ckpt(hf_qwen2_5_vl, tmp_path_factory) -> str:
     from llava.testing.tiny_hf import save_checkpoint
 
+    return save_checkpoint(*hf_qwen2_5_vl, str(tmp_path_factory.mktemp("qwen25-ckpt")))
+
+
+def test_a_saved_checkpoint_loads_and_runs_without_torchvision(hf_qwen2_5_vl, qwen_ckpt, tmp_path, clip_file):
+    from llava.eval import run_video
+
     model, processor = hf_qwen2_5_vl
-    path = save_checkpoint(model, processor, str(tmp_path / "ckpt"))
+    path = qwen_ckpt
     loaded = load_processor(path)
     assert type(loaded).__name__ == "ImageOnlyQwen2_5_VLProcessor"
     assert loaded.video_processor.size == processor.video_processor.size
@@ -116,3 +122,15 @@ def test_a_saved_checkpoint_loads_and_runs_without_torchvision(hf_qwen2_5_vl, tm
     assert report["compression"]["name"] == "globalcom2" and report["new_tokens"] <= 3
     with pytest.raises(SystemExit, match="error: cannot read video"):
         run_video.main(["--model-path", path, "--video-file", str(tmp_path / "stats.json"), "--query", "?"])
+
+
+def test_visualiser_draws_the_frame_strip(qwen_ckpt, clip_file, tmp_path):
+    from PIL import Image
+
+    from llava.analysis import visualize as vis
+
+    out = tmp_path / "strip.png"
+    vis.main(["--model-path", qwen_ckpt, "--video-file", clip_file, "--num-frames", "8", "--retention-ratio", "0.3",
+              "--out", str(out), "--device", "cpu"])
+    # 4 record frames (temporal patches) of 2x2 merged tokens (64x48 px → smart_resize 56x56 → 4x4 patches)
+    assert Image.open(out).size == (vis.MARGIN + 4 * (2 * 16 + vis.MARGIN), vis.HEADER + 2 * 16 + 22 + vis.MARGIN)
