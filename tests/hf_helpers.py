@@ -78,3 +78,29 @@ def process_videos(model, processor, clips, questions=None, images=None, fps: fl
     if flat_images:
         kwargs["images"] = flat_images
     return processor(videos=list(clips), text=texts, return_tensors="pt", padding=True, **kwargs)
+
+
+def masked_full_reference(model, inputs, records):
+    """Qwen: the unpatched model's inputs for the FULL prompt with every dropped image / video
+    token masked out as a key (loops over rows and runs: an oracle independent of llava.hf's
+    splice), and the host's own M-RoPE positions of that prompt → ``(mask, positions)``."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].clone()
+    queues = {model.config.image_token_id: [r for r in records if not r.is_video],
+              model.config.video_token_id: [r for r in records if r.is_video]}
+    for b in range(ids.shape[0]):
+        row, p = ids[b].tolist(), 0
+        while p < len(row):
+            if row[p] in queues and mask[b, p]:
+                rec = queues[row[p]].pop(0)
+                n = rec.layout.num_tokens()
+                assert row[p : p + n] == [row[p]] * n
+                drop = torch.ones(n, dtype=torch.bool)
+                drop[rec.kept] = False
+                mask[b, p : p + n][drop] = 0
+                p += n
+            else:
+                p += 1
+    grids = {k: inputs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in inputs}
+    positions, _ = type(model.model).get_rope_index(model.model, ids, mm_token_type_ids=inputs["mm_token_type_ids"],
+                                                    attention_mask=inputs["attention_mask"], **grids)
+    return mask, positions

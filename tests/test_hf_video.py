@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import new_tokens, process_videos, random_clip, random_image, video_prompt_for
+from hf_helpers import (
+    masked_full_reference,
+    new_tokens,
+    process_videos,
+    random_clip,
+    random_image,
+    video_prompt_for,
+)
 
 import llava.hf
 from llava.compression import build_compressor
@@ -74,31 +81,6 @@ def test_keep_all_equals_the_unpatched_model_on_image_and_video_prompts(family):
             if comp is None or comp.name == "none":
                 assert torch.equal(out, base)
             assert out.shape == base.shape and (out - base).abs().max().item() <= 1e-5
-
-
-def masked_full_reference(model, inputs, records):
-    """The unpatched model's inputs for the FULL prompt with every dropped image / video token
-    masked out as a key (loops over rows and runs), and its own M-RoPE positions."""
-    ids, mask = inputs["input_ids"], inputs["attention_mask"].clone()
-    queues = {model.config.image_token_id: [r for r in records if not r.is_video],
-              model.config.video_token_id: [r for r in records if r.is_video]}
-    for b in range(ids.shape[0]):
-        row, p = ids[b].tolist(), 0
-        while p < len(row):
-            if row[p] in queues and mask[b, p]:
-                rec = queues[row[p]].pop(0)
-                n = rec.layout.num_tokens()
-                assert row[p : p + n] == [row[p]] * n
-                drop = torch.ones(n, dtype=torch.bool)
-                drop[rec.kept] = False
-                mask[b, p : p + n][drop] = 0
-                p += n
-            else:
-                p += 1
-    grids = {k: inputs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in inputs}
-    positions, _ = type(model.model).get_rope_index(model.model, ids, mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                    attention_mask=inputs["attention_mask"], **grids)
-    return mask, positions
 
 
 @pytest.mark.parametrize("name", QWEN)

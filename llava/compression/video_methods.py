@@ -15,6 +15,7 @@ from . import video as Vd
 from .layout import VideoLayout
 from .methods import (
     Compressor,
+    NoCompression,
     Selection,
     TopKCompressor,
     _check_ratio,
@@ -27,8 +28,7 @@ class _ImagesWhole:
     """Mixin: images pass through uncompressed (the method is defined on videos only)."""
 
     def select(self, layout, scores, views) -> Selection:
-        thumb, crops = Fn.keep_all(layout, views.device)
-        return Selection(thumb, crops)
+        return NoCompression.select(self, layout, scores, views)
 
     def check_geometry(self, tokens_per_view: int) -> None:
         """Nothing to refuse: no count rounds to zero (see the video rules)."""
