@@ -17,6 +17,7 @@ from .functional import (
     scatter_visible,
     topk_mask,
 )
+from .layout import VideoLayout
 from .methods import (
     BUDGETS,
     COMPRESSORS,
@@ -32,13 +33,15 @@ from .methods import (
     UniformRandom,
     build_compressor,
     option_names,
+    register_compressor,
 )
 from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
+from .video_methods import EVS, VidCom2  # registers the video-only methods
 
 __all__ = [
-    "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
+    "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "EVS", "FasterVLM",
     "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
     "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
-    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",
-    "topk_mask",
+    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total",
+    "register_compressor", "scatter_visible", "topk_mask", "VidCom2", "VideoLayout",
 ]

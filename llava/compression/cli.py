@@ -17,16 +17,17 @@ from .scoring import SCORE_KINDS
 
 _FLAGS = {
     "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default 0.25)"),
-    "temperature": dict(type=float, help="softmax temperature τ of the crop budgets (globalcom2; default 10). "
-                        "Named --tau because --temperature is the sampling temperature of every LLaVA CLI"),
+    "temperature": dict(type=float, help="softmax temperature τ of the crop / frame budgets (globalcom2: default 10; "
+                        "vidcom2: default 0.01). Named --tau because --temperature is the sampling temperature of "
+                        "every LLaVA CLI"),
     "alpha": dict(type=float, help="weight of the global score, 0 = local only, 1 = global only (globalcom2; default 0.5)"),
-    "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop budget rule (globalcom2; default softmax_sum)"),
+    "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop (video: frame) budget rule (globalcom2; default softmax_sum)"),
     "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), "
                   "neg_cos (CLS-free), attn_received (attention each token receives, CLS-free)"),
     "score_layer": dict(type=int, help="vision layer whose attention scores tokens (globalcom2 -1, fastervlm -2)"),
     "layout": dict(choices=("faithful", "reference"), help="token packing: faithful (default) or reference (the release's sequence)"),
     "budget": dict(choices=BUDGETS, help="adaptive (default) or exact: the kept count a function of the image size "
-                   "and R (sizes placeholders before the vision tower runs)"),
+                   "(video: frames × tokens per frame) and R (sizes placeholders before the vision tower runs)"),
     "seed": dict(type=int, help="random seed (uniform_random)"),
 }
 

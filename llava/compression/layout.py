@@ -206,3 +206,49 @@ def crop_valid_mask(layout: AnyResLayout, device: torch.device | str = "cpu") ->
 def crop_token_counts(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``N_j``: visible tokens per crop, ``[n]`` int64."""
     return _valid_mask(layout, device).sum(1)
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the tokens of one video sit: ``frames`` frames of ``rows × cols`` tokens each, in
+    frame order and raster order inside a frame, then (``newline``) one trailing newline token.
+
+    LLaVA-OneVision: every sampled frame is a 27×27 SigLIP view pooled to ``14 × 14`` and one
+    ``image_newline`` closes the video. Qwen2-VL / Qwen2.5-VL: a "frame" is one temporal patch
+    (two sampled frames) of ``h/2 × w/2`` merged tokens, no newline. ``tokens_per_view`` and
+    ``n_views`` name the same quantities as for images, so checks written for views apply.
+    """
+
+    frames: int
+    rows: int
+    cols: int
+    newline: bool = False
+
+    def __post_init__(self):
+        if self.frames < 1 or self.rows < 1 or self.cols < 1:
+            raise ValueError(f"a video needs at least one frame of at least one token, got {self}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def tokens_per_view(self) -> int:
+        return self.tokens_per_frame
+
+    @property
+    def n_views(self) -> int:
+        return self.frames
+
+    @property
+    def view_shape(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+    @property
+    def frame_tokens(self) -> int:
+        """``F·N``: the frame tokens of the video, the newline excluded."""
+        return self.frames * self.tokens_per_frame
+
+    def num_tokens(self) -> int:
+        """The host's uncompressed placeholder run: every frame token, then the newline."""
+        return self.frame_tokens + int(self.newline)
