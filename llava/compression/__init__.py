@@ -32,13 +32,24 @@ from .methods import (
     UniformRandom,
     build_compressor,
     option_names,
+    register,
 )
-from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
+from .peers import HiRED, PruMerge, PruMergePlus, VisionStagePeer, VisionZip
+from .scoring import (
+    CLS_KINDS,
+    SCORE_KINDS,
+    TowerScores,
+    cls_attention_scores,
+    neg_cos_scores,
+    patch_keys,
+    received_attention,
+)
 
 __all__ = [
     "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
-    "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
-    "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
-    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",
+    "GlobalCom2", "HiRED", "NoCompression", "NonFiniteScoresError", "PackPlan", "PruMerge", "PruMergePlus",
+    "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "TowerScores", "UniformRandom", "VisionStagePeer",
+    "VisionZip", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores", "option_names", "pack",
+    "pack_indices", "pack_plan", "patch_keys", "received_attention", "reconcile_total", "register", "scatter_visible",
     "topk_mask",
 ]

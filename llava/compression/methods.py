@@ -18,26 +18,33 @@ import torch
 
 from . import functional as Fn
 from .functional import AnyResLayout
-from .scoring import SCORE_KINDS
+from .scoring import SCORE_KINDS, TowerScores
 
 
 class ScoreRequest(NamedTuple):
-    """Which token scores a method needs from the vision tower."""
+    """Which token scores a method needs from the vision tower. With ``keys`` or
+    ``extra_layers`` the tower hands back a :class:`~llava.compression.scoring.TowerScores`
+    instead of the ``[V, N]`` scores alone."""
 
-    kind: str  # cls_logits | cls_softmax | neg_cos | attn_received
+    kind: str  # cls_logits | cls_softmax | cls_softmax_onehead | neg_cos | attn_received
     layer: int  # encoder layer whose attention is used (ignored for neg_cos)
+    keys: str | None = None  # also that layer's patch keys: head_mean [V, N, d] | concat [V, N, C]
+    extra_layers: tuple[int, ...] = ()  # also the same score at these layers
 
 
 @dataclass
 class Selection:
     """What one image keeps. ``thumb_keep`` ``[N]``, ``crop_keep`` ``[n, N]`` (bool, true
     grid positions); ``budgets`` ``[n]`` per-crop ratios r_j; ``thumb_order`` the kept
-    thumbnail indices by descending score (used by the ``reference`` layout)."""
+    thumbnail indices by descending score (used by the ``reference`` layout); ``views``
+    ``[V, N, C]`` the features to pack when a method merges tokens (a kept token's row holds
+    its merged feature; ``None``: the input views)."""
 
     thumb_keep: torch.Tensor
     crop_keep: torch.Tensor
     budgets: torch.Tensor | None = None
     thumb_order: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,10 +94,13 @@ class NonFiniteScoresError(ValueError):
     """Token scores with NaN or inf (e.g. an fp16 overflow in the vision tower)."""
 
 
-def _finite_flag(scores: torch.Tensor) -> torch.Tensor:
+def _finite_flag(scores: torch.Tensor | TowerScores) -> torch.Tensor:
     """Whether ``scores`` are all finite, copied to the host without waiting: it is read only
     after the selection, whose data-dependent length synchronises the device anyway (no
     extra sync, and no device-side assert that would poison a CUDA context)."""
+    if isinstance(scores, TowerScores):
+        flags = torch.stack([torch.isfinite(t).all() for t in scores if t is not None])
+        return flags.all().to("cpu", non_blocking=True)
     return torch.isfinite(scores).all().to("cpu", non_blocking=True)
 
 
@@ -134,9 +144,10 @@ class Compressor:
     ) -> CompressedImage:
         """``views`` ``[V, N, C]`` (thumbnail first) → packed tokens ``[T, D]``.
 
-        ``scores`` ``[V, N]`` as asked for by :meth:`score_request`. ``project`` (a per-token
-        map, e.g. the vision→language projector) is applied to the kept tokens only, so
-        ``views`` may be the vision tower's features; without it ``C == D``."""
+        ``scores`` ``[V, N]`` as asked for by :meth:`score_request` (a :class:`TowerScores` when
+        it asks for keys or extra layers). ``project`` (a per-token map, e.g. the
+        vision→language projector) is applied to the kept tokens only — after any merging —
+        so ``views`` may be the vision tower's features; without it ``C == D``."""
         if views.shape[0] != layout.n_views or views.shape[1] != layout.tokens_per_view:
             raise ValueError(
                 f"got {tuple(views.shape[:2])} views×tokens, the image layout needs "
@@ -146,11 +157,15 @@ class Compressor:
         sel = self.select(layout, scores, views)
         plan = Fn.pack_plan(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy())
         if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
+            dtype = scores.scores.dtype if isinstance(scores, TowerScores) else scores.dtype
             raise NonFiniteScoresError(
                 f"{self.name}: the vision tower's token scores contain NaN or inf "
-                f"(scores dtype {scores.dtype}); the image cannot be compressed"
+                f"(scores dtype {dtype}); the image cannot be compressed"
             )
-        tokens = Fn.gather_tokens(views, newline, plan.index, plan.newline_pos, project)
+        source = views if sel.views is None else sel.views
+        tokens = Fn.gather_tokens(source, newline, plan.index, plan.newline_pos, project)
+        if sel.views is not None:  # records keep the selection, not a copy of the features
+            sel = dataclasses.replace(sel, views=None)
         return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,6 +348,17 @@ class GlobalCom2(TopKCompressor):
 COMPRESSORS: dict[str, type[Compressor]] = {
     cls.name: cls for cls in (NoCompression, GlobalCom2, FasterVLM, UniformRandom)
 }
+
+
+def register(cls: type[Compressor]) -> type[Compressor]:
+    """Class decorator: add a method to :data:`COMPRESSORS` under its ``name`` (a name taken
+    by another class is an error)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if COMPRESSORS.get(cls.name, cls) is not cls:
+        raise ValueError(f"compression method {cls.name!r} is already registered ({COMPRESSORS[cls.name].__name__})")
+    COMPRESSORS[cls.name] = cls
+    return cls
 
 
 def option_names(name: str) -> list[str]:

@@ -16,8 +16,8 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 # A scorer receives (layer index, hidden state entering that layer [V, 1+N, C]) and returns
-# whatever the caller wants back (typically per-patch scores [V, N]).
-LayerTap = tuple[int, Callable[[int, torch.Tensor], torch.Tensor]]
+# whatever the caller wants back (typically per-patch scores [V, N]). A tuple of layers taps each.
+LayerTap = tuple[int | tuple[int, ...], Callable[[int, torch.Tensor], torch.Tensor]]
 
 
 class CLIPVisionTower(nn.Module):
@@ -101,24 +101,31 @@ class CLIPVisionTower(nn.Module):
         With ``tap = (layer, fn)``, ``fn(layer, h)`` is called on the hidden state ``h``
         ``[V, 1+N, C]`` entering encoder layer ``layer`` and ``(features, fn(...))`` is
         returned. If that layer lies beyond the selected one it is not run — its input is
-        already at hand.
+        already at hand. With a tuple of layers, ``fn`` is called at each and the second item
+        is a dict ``{normalised layer: fn(...)}``.
         """
         if isinstance(images, list):
             feats = [self.forward(im.unsqueeze(0), tap) for im in images]
             if tap is None:
                 return torch.cat(feats, 0)
+            first = feats[0][1]
+            if isinstance(first, dict):
+                return torch.cat([f for f, _ in feats], 0), {k: torch.cat([s[k] for _, s in feats], 0) for k in first}
             return torch.cat([f for f, _ in feats], 0), torch.cat([s for _, s in feats], 0)
         model = self.vision_tower
         hidden = model.pre_layrnorm(model.embeddings(images.to(device=self.device, dtype=self.dtype)))
         depth = self._feature_depth()
-        tap_layer = self.check_tap_layer(tap[0]) if tap is not None else None
-        tapped = None
+        many = tap is not None and isinstance(tap[0], tuple)
+        wanted = [] if tap is None else [self.check_tap_layer(x) for x in (tap[0] if many else (tap[0],))]
+        tapped = {}
         for i, layer in enumerate(model.encoder.layers[:depth]):
-            if i == tap_layer:
-                tapped = tap[1](i, hidden)
+            if i in wanted:
+                tapped[i] = tap[1](i, hidden)
             out = layer(hidden, None)
             hidden = out[0] if isinstance(out, tuple) else out
-        if tap_layer == depth:
-            tapped = tap[1](depth, hidden)
+        if depth in wanted:
+            tapped[depth] = tap[1](depth, hidden)
         feats = hidden[:, 1:] if self.select_feature == "patch" else hidden
-        return feats if tap is None else (feats, tapped)
+        if tap is None:
+            return feats
+        return feats, (tapped if many else tapped[wanted[0]])
