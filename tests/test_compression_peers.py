@@ -415,3 +415,29 @@ def test_tower_scores_equal_transformers_hidden_states(tiny, model):
             want = tower_scores(layers, hs.__getitem__, req)
             for a, b in zip(ours, want):
                 assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_install_runs_a_peer_through_the_stock_generate(hf_llava_next):
+    """With a fixed newline policy the peers' counts are a function of the image size, so the stock
+    processor and generate run them (llava.hf.install); the vanilla newline rule is refused."""
+    from hf_helpers import process
+
+    import llava.hf
+
+    model, processor = hf_llava_next
+    with pytest.raises(ValueError, match="newlines='all' or 'none'"):
+        llava.hf.install(model, processor, build_compressor("visionzip"))
+    comp = build_compressor("visionzip", retention_ratio=0.3, newlines="none")
+    sizes, gen = [(500, 300), (300, 700)], dict(max_new_tokens=3, do_sample=False)
+    full = process(model, processor, sizes)
+    with torch.no_grad():
+        ours = llava.hf.generate(model, comp, **full, **gen)
+    llava.hf.install(model, processor, comp)
+    try:
+        short = process(model, processor, sizes)
+        with torch.no_grad():
+            stock = model.generate(**short, **gen)
+    finally:
+        llava.hf.uninstall(model, processor)
+    assert short["input_ids"].shape[1] < full["input_ids"].shape[1]
+    assert torch.equal(stock[:, short["input_ids"].shape[1]:], ours[:, full["input_ids"].shape[1]:])
