@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from llava.compression import AnyResLayout, FasterVLM, GlobalCom2, build_compressor
+from llava.compression import AnyResLayout, FasterVLM, GlobalCom2, ScoreRequest, build_compressor
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import PromptTooLongError
 from llava.mm_utils import anyres_token_count, process_images, tokenizer_image_token
@@ -121,8 +121,8 @@ def test_score_layer_out_of_range_is_refused_at_attach(model):
 def test_default_score_kind_and_layer_per_method():
     """FasterVLM: post-softmax [CLS] attention of the penultimate layer; GlobalCom²: the
     release's pre-softmax logits of the last layer."""
-    assert FasterVLM().score_request() == ("cls_softmax", -2)
-    assert GlobalCom2().score_request() == ("cls_logits", -1)
+    assert FasterVLM().score_request() == ScoreRequest("cls_softmax", -2)
+    assert GlobalCom2().score_request() == ScoreRequest("cls_logits", -1)
 
 
 # ----------------------------------------------------------------------------- hand-computed crop selection

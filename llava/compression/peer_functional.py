@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .functional import _wide
 from .layout import AnyResLayout, _arange, _region_ids
 
 INF = float("inf")
@@ -21,15 +22,15 @@ REGIONS = ("release", "spatial")
 
 
 def apportion(total: int, weights: torch.Tensor, caps: torch.Tensor, max_cap: int) -> torch.Tensor:
-    """Share ``total`` tokens among ``n`` views in proportion to ``weights`` ``[n]`` (≥ 0), view
+    """Share ``total`` tokens among ``n`` views in proportion to ``weights`` ``[n]`` (counts ≥ 0), view
     ``j`` taking at most ``caps[j]`` (≤ ``max_cap``, a host-side bound) — Webster's divisor method:
     the ``t``-th token of view ``j`` has priority ``(t + ½) / w_j`` and the ``total`` smallest
     priorities win (ties: the lower view). Views of weight 0 come after every other, sharing in
     proportion to their caps. Returns ``[n]`` int64 summing to ``min(total, Σ caps)``."""
-    n = weights.shape[0]
-    t = torch.arange(max_cap, device=weights.device, dtype=torch.float64)  # [M]
+    n, wide = weights.shape[0], _wide(weights.device)
+    t = torch.arange(max_cap, device=weights.device, dtype=wide)  # [M]
     zero = weights <= 0
-    denom = torch.where(zero, caps.to(torch.float64).clamp_min(1.0), weights.to(torch.float64))  # [n]
+    denom = torch.where(zero, caps.to(wide).clamp_min(1.0), weights.to(wide))  # [n]
     exists = t[None, :] < caps[:, None]  # [n, M]
     prio = ((t[None, :] + 0.5) / denom[:, None]).masked_fill(~exists, INF).reshape(-1)
     tier = (zero[:, None].long() + 2 * (~exists).long()).reshape(-1)  # weighted, weightless, no slot
@@ -59,7 +60,7 @@ def region_counts(thumb_mask: torch.Tensor, layout: AnyResLayout, regions: str =
 
 def round_share(k: torch.Tensor, share: float) -> torch.Tensor:
     """``⌊k·share + ½⌋`` as int64 (``k`` ``[V]``): the part of each view's budget given to a sub-rule."""
-    return torch.floor(k.to(torch.float64) * share + 0.5).long()
+    return torch.floor(k.to(_wide(k.device)) * share + 0.5).long()
 
 
 # ----------------------------------------------------------------------------- selection
@@ -69,12 +70,12 @@ def iqr_outliers(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """PruMerge's outliers: per view, the valid tokens scoring above ``Q3 + 1.5·(Q3 − Q1)``, the
     quartiles of the view's valid scores with linear interpolation (numpy's default percentile).
     ``scores``, ``valid`` ``[V, N]`` → ``[V, N]`` bool (none in a view without valid tokens)."""
-    s = scores.to(torch.float64)
+    s = scores.to(_wide(scores.device))
     last = (valid.sum(1) - 1).clamp_min(0)  # [V]
     ordered = s.masked_fill(~valid, INF).sort(dim=1).values  # valid scores first, ascending
 
     def quantile(p: float) -> torch.Tensor:
-        h = last.to(torch.float64) * p
+        h = last.to(s.dtype) * p
         lo = h.floor().long()
         a = ordered.gather(1, lo[:, None])[:, 0]
         b = ordered.gather(1, torch.minimum(lo + 1, last)[:, None])[:, 0]

@@ -141,7 +141,7 @@ class VisionZip(VisionStagePeer):
 @register
 @dataclass(frozen=True)
 class HiRED(VisionStagePeer):
-    """HiRED (Arif et al., AAAI 2025). The thumbnail gets ``min(⌊α·T⌋, N)`` of the image's budget
+    """HiRED (Arif et al., 2024). The thumbnail gets ``min(⌊α·T⌋, N)`` of the image's budget
     ``T`` (what the crops cannot hold goes back to it); the crops share the rest in proportion to
     how many of the thumbnail's top ``⌊N·(1−α)⌋`` tokens by layer-``early_layer`` [CLS] attention
     fall in each crop's share (``regions``: ``release`` — HiRED's code, bands of rows —, or
