@@ -3,7 +3,8 @@
 >>> from llava.compression import build_compressor
 >>> model.compressor = build_compressor("globalcom2", retention_ratio=0.25)
 
-See :mod:`llava.compression.functional` for the method as pure tensor functions.
+See :mod:`llava.compression.functional` for the method as pure tensor functions, and
+:mod:`llava.compression.peers` for its vision-stage peers (VisionZip, HiRED, PruMerge, PruMerge+).
 """
 
 from .functional import (

@@ -3,7 +3,8 @@
 Every method follows one template (:meth:`Compressor.compress`): ``select`` decides which
 thumbnail and crop tokens to keep, ``pack_plan`` lays them out, ``gather_tokens`` copies (and
 projects) them. Top-k methods share :class:`TopKCompressor`, so a new one is usually a
-``token_scores``, ``budgets`` or ``crop_scores`` override.
+``token_scores``, ``budgets`` or ``crop_scores`` override. Methods defined elsewhere join the
+registry with :func:`register` (the vision-stage peers: :mod:`.peers`).
 """
 
 from __future__ import annotations
