@@ -409,6 +409,8 @@ def test_tower_scores_equal_transformers_hidden_states(tiny, model):
         hs = clip(pixel_values=images, output_hidden_states=True).hidden_states
         feats, taken = tower(images, tap=((0, -1), lambda i, h: h))
         assert sorted(taken) == [0, 2] and torch.equal(taken[0], hs[0]) and torch.equal(taken[2], hs[2])
+        _, listed = tower(list(images), tap=((0, -1), lambda i, h: (h, None)))  # one image at a time
+        assert all(torch.allclose(listed[i][0], hs[i], atol=1e-5) and listed[i][1] is None for i in (0, 2))
         for name in ("visionzip", "hired", "prumerge"):
             req = build_compressor(name).score_request()
             _, ours = model.encode_views(images, req)

@@ -12,7 +12,7 @@ more layers with those keys (:class:`TowerScores`) for the vision-stage peers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -162,14 +162,28 @@ def request_layers(request, n_layers: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def layer_tower_scores(
+    layer: nn.Module, hidden: torch.Tensor, kind: str, keys: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One layer's part of a :class:`TowerScores`: its scores ``[V, N]`` of ``kind`` and, when
+    ``keys`` names a mode, its patch keys (:func:`patch_keys`), from the hidden state entering it."""
+    return cls_attention_scores(layer, hidden, kind), (patch_keys(layer, hidden, keys) if keys is not None else None)
+
+
+def join_tower_scores(parts: Mapping[int, tuple[torch.Tensor, torch.Tensor | None]], layers: Sequence[int]) -> TowerScores:
+    """A :class:`TowerScores` from per-layer :func:`layer_tower_scores` parts; ``layers`` as
+    :func:`request_layers` gives them (the scoring layer first)."""
+    main, *extra = layers
+    scores, keys = parts[main]
+    more = torch.stack([parts[i][0] for i in extra], dim=1) if extra else None  # [V, E, N]
+    return TowerScores(scores, keys, more)
+
+
 def tower_scores(layers: Sequence[nn.Module], hidden_at: Callable[[int], torch.Tensor], request) -> TowerScores:
     """:class:`TowerScores` for ``request`` from CLIP encoder ``layers``; ``hidden_at(i)`` is the
     hidden state entering layer ``i`` ``[V, 1+N, C]``. Only [CLS] rows and keys are computed —
     never an attention map — so the tower runs on whatever attention kernel it has."""
-    main, *extra = request_layers(request, len(layers))
-    scores = cls_attention_scores(layers[main], hidden_at(main), request.kind)
-    keys = patch_keys(layers[main], hidden_at(main), request.keys) if request.keys is not None else None
-    more = None
-    if extra:
-        more = torch.stack([cls_attention_scores(layers[i], hidden_at(i), request.kind) for i in extra], dim=1)
-    return TowerScores(scores, keys, more)
+    wanted = request_layers(request, len(layers))
+    parts = {i: layer_tower_scores(layers[i], hidden_at(i), request.kind, request.keys if i == wanted[0] else None)
+             for i in dict.fromkeys(wanted)}
+    return join_tower_scores(parts, wanted)

@@ -35,14 +35,15 @@ from llava.compression import (
 )
 from llava.compression.scoring import (
     cls_attention_scores,
+    join_tower_scores,
+    layer_tower_scores,
     neg_cos_scores,
     request_layers,
-    tower_scores,
     wants_tower_scores,
 )
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import PromptTooLongError
-from llava.utils import synchronize
+from llava.utils import onloaded, synchronize
 
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.builder import build_vision_projector
@@ -145,11 +146,16 @@ class LlavaMetaForCausalLM:
         tower = self.get_vision_tower()
         if score_request is None:
             return tower(images), None
-        if wants_tower_scores(score_request):
+        if wants_tower_scores(score_request):  # several layers, each scored while the tower runs
             layers = tower.vision_tower.encoder.layers
             wanted = request_layers(score_request, len(layers))
-            feats, hidden = tower(images, tap=(wanted, lambda i, h: h))  # the inputs of those layers, held
-            return feats, tower_scores(layers, hidden.__getitem__, score_request)
+            kind, keys = score_request.kind, score_request.keys
+
+            def part(i: int, h: torch.Tensor):
+                return layer_tower_scores(layers[i], h, kind, keys if i == wanted[0] else None)
+
+            feats, parts = tower(images, tap=(wanted, part))
+            return feats, join_tower_scores(parts, wanted)
         if score_request.kind == "neg_cos":
             feats = tower(images)
             return feats, neg_cos_scores(feats)
@@ -200,7 +206,8 @@ class LlavaMetaForCausalLM:
             keep = torch.ones(views.shape[1], dtype=torch.bool, device=tokens.device)
             return CompressedImage(tokens, index, Selection(keep, keep.new_zeros(0, keep.shape[0])), layout)
         compressor = compressor or NoCompression()
-        return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
+        with onloaded(self.get_model(), recurse=False):  # image_newline, also when a device_map offloaded it
+            return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
 
     def images_to_tokens(
         self, images, image_sizes=None, compressor=_UNSET, image_records: list | None = None

@@ -15,8 +15,12 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from llava.utils import execution_device, onloaded
+
 # A scorer receives (layer index, hidden state entering that layer [V, 1+N, C]) and returns
-# whatever the caller wants back (typically per-patch scores [V, N]). A tuple of layers taps each.
+# whatever the caller wants back (typically per-patch scores [V, N]); it may read that layer's
+# weights (they are on the execution device during the call, even when offloaded). A tuple of
+# layers taps each.
 LayerTap = tuple[int | tuple[int, ...], Callable[[int, torch.Tensor], torch.Tensor]]
 
 
@@ -64,7 +68,8 @@ class CLIPVisionTower(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.vision_tower.embeddings.patch_embedding.weight.device
+        """Where the tower computes (also when a ``device_map`` offloaded its weights)."""
+        return execution_device(self.vision_tower.embeddings.patch_embedding)
 
     def layer_index(self, layer: int) -> int:
         """Normalise a (possibly negative) encoder-layer index to ``0 … num_layers-1``."""
@@ -108,10 +113,7 @@ class CLIPVisionTower(nn.Module):
             feats = [self.forward(im.unsqueeze(0), tap) for im in images]
             if tap is None:
                 return torch.cat(feats, 0)
-            first = feats[0][1]
-            if isinstance(first, dict):
-                return torch.cat([f for f, _ in feats], 0), {k: torch.cat([s[k] for _, s in feats], 0) for k in first}
-            return torch.cat([f for f, _ in feats], 0), torch.cat([s for _, s in feats], 0)
+            return torch.cat([f for f, _ in feats], 0), _cat([s for _, s in feats])
         model = self.vision_tower
         hidden = model.pre_layrnorm(model.embeddings(images.to(device=self.device, dtype=self.dtype)))
         depth = self._feature_depth()
@@ -120,12 +122,27 @@ class CLIPVisionTower(nn.Module):
         tapped = {}
         for i, layer in enumerate(model.encoder.layers[:depth]):
             if i in wanted:
-                tapped[i] = tap[1](i, hidden)
+                with onloaded(layer):  # the scorer reads this layer's weights
+                    tapped[i] = tap[1](i, hidden)
             out = layer(hidden, None)
             hidden = out[0] if isinstance(out, tuple) else out
         if depth in wanted:
-            tapped[depth] = tap[1](depth, hidden)
+            with onloaded(model.encoder.layers[depth]):
+                tapped[depth] = tap[1](depth, hidden)
         feats = hidden[:, 1:] if self.select_feature == "patch" else hidden
         if tap is None:
             return feats
         return feats, (tapped if many else tapped[wanted[0]])
+
+
+def _cat(parts: list):
+    """Concatenate per-image tap results along the view dimension, whatever their nesting
+    (a tensor, a tuple of tensors or ``None``s, a dict of those)."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {k: _cat([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_cat(list(p)) for p in zip(*parts))
+    return torch.cat(parts, 0)
