@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from llava.compression import COMPRESSORS, AnyResLayout, VideoLayout, build_compressor
+
+VIDEO_METHODS = [name for name, cls in COMPRESSORS.items() if cls.handles_video()]
 from llava.compression.scoring import neg_cos_scores
 
 D = 8
@@ -156,7 +158,7 @@ def test_video_packing_frame_then_raster_order_and_the_newline():
     x, _ = video(4, rows=4, cols=4, seed=1)
     lay = VideoLayout(4, 4, 4, newline=True)
     newline = torch.full((D,), 7.0)
-    for name in COMPRESSORS:
+    for name in VIDEO_METHODS:
         comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.3)
         rec = comp.compress(x, newline, lay, neg_cos_scores(x))
         T = rec.index.shape[0]
@@ -210,9 +212,19 @@ def test_keep_all():
 def test_dtype_is_kept(dtype):
     x, lay = video(3, seed=5)
     x = x.to(dtype)
-    for name in COMPRESSORS:
+    for name in VIDEO_METHODS:
         comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.3)
         assert comp.compress(x, None, lay, neg_cos_scores(x)).tokens.dtype == dtype
+
+
+def test_image_only_methods_refuse_videos_by_name():
+    x, lay = video(3, seed=5)
+    image_only = sorted(set(COMPRESSORS) - set(VIDEO_METHODS))
+    assert {"visionzip", "hired", "prumerge", "prumerge_plus"} <= set(image_only)
+    assert {"none", "globalcom2", "fastervlm", "uniform_random", "vidcom2", "evs"} <= set(VIDEO_METHODS)
+    for name in image_only:
+        with pytest.raises(NotImplementedError, match=f"{name} does not compress videos"):
+            build_compressor(name, retention_ratio=0.3).compress(x, None, lay, neg_cos_scores(x))
 
 
 # ----------------------------------------------------------------------------- VidCom2, EVS

@@ -3,7 +3,8 @@
 >>> from llava.compression import build_compressor
 >>> model.compressor = build_compressor("globalcom2", retention_ratio=0.25)
 
-See :mod:`llava.compression.functional` for the method as pure tensor functions.
+See :mod:`llava.compression.functional` for the method as pure tensor functions, and
+:mod:`llava.compression.peers` for its vision-stage peers (VisionZip, HiRED, PruMerge, PruMerge+).
 """
 
 from .functional import (
@@ -35,13 +36,23 @@ from .methods import (
     option_names,
     register_compressor,
 )
-from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
+from .peers import HiRED, PruMerge, PruMergePlus, VisionStagePeer, VisionZip
+from .scoring import (
+    CLS_KINDS,
+    SCORE_KINDS,
+    TowerScores,
+    cls_attention_scores,
+    neg_cos_scores,
+    patch_keys,
+    received_attention,
+)
 from .video_methods import EVS, VidCom2  # registers the video-only methods
 
 __all__ = [
     "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "EVS", "FasterVLM",
-    "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
-    "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
-    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total",
-    "register_compressor", "scatter_visible", "topk_mask", "VidCom2", "VideoLayout",
+    "GlobalCom2", "HiRED", "NoCompression", "NonFiniteScoresError", "PackPlan", "PruMerge", "PruMergePlus",
+    "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "TowerScores", "UniformRandom", "VidCom2",
+    "VideoLayout", "VisionStagePeer", "VisionZip", "build_compressor", "cls_attention_scores", "gather_tokens",
+    "neg_cos_scores", "option_names", "pack", "pack_indices", "pack_plan", "patch_keys", "received_attention",
+    "reconcile_total", "register_compressor", "scatter_visible", "topk_mask",
 ]

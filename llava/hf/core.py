@@ -30,7 +30,7 @@ from llava.compression import (
 )
 from llava.compression import functional as Fn
 from llava.compression import video as Vd
-from llava.compression.scoring import CLS_KINDS
+from llava.compression.scoring import CLS_KINDS, wants_tower_scores
 
 # ----------------------------------------------------------------------------- registry
 
@@ -157,6 +157,11 @@ class Adapter:
         req = comp.score_request()
         if req is None or self.has_cls or req.kind not in CLS_KINDS:
             return req
+        if wants_tower_scores(req):
+            raise ValueError(
+                f"{comp.name} reads the [CLS] attention and keys of a CLIP-style vision tower; {self.family}'s "
+                "vision tower has no [CLS] token"
+            )
         default = next((f.default for f in dataclasses.fields(comp) if f.name == "score"), None)
         if getattr(comp, "score", None) == default:
             return ScoreRequest("neg_cos", req.layer)
