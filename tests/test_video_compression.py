@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from llava.compression import COMPRESSORS, AnyResLayout, VideoLayout, build_compressor
+from llava.compression.scoring import neg_cos_scores
 
 VIDEO_METHODS = [name for name, cls in COMPRESSORS.items() if cls.handles_video()]
-from llava.compression.scoring import neg_cos_scores
 
 D = 8
 
