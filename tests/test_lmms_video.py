@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make lmms` (and `make test`)")
 
 from hf_helpers import random_image  # noqa: E402
+from lmms_data import VIDEO_INDICES  # noqa: E402
 from lmms_eval.api.instance import Instance  # noqa: E402
 from lmms_eval.models.model_utils import gen_metrics  # noqa: E402
 
@@ -33,11 +34,7 @@ GEN = {"until": [], "max_new_tokens": 4, "temperature": 0, "do_sample": False}
 CLASSES = {"llava_onevision_gc2": hf.LlavaOnevisionGC2, "qwen2_vl_gc2": hf.Qwen2VLGC2,
            "qwen2_5_vl_gc2": hf.Qwen2_5_VLGC2}
 FEW = {"llava_onevision_gc2": {"max_frames_num": 4}, "qwen2_vl_gc2": {"max_num_frames": 4}}
-#: The frames each model sees of the two clips (24 and 18 frames at 6 fps) with FEW, by hand:
-#: OneVision linspace(0, total-1, 4) truncated; Qwen 2 fps → 8 / 6 frames at
-#: round(linspace(0, total-1, n)), of which linspace(0, n-1, 4) truncated.
-INDICES = {"llava_onevision_gc2": {"clip0.mp4": [0, 7, 15, 23], "clip1.mp4": [0, 5, 11, 17]},
-           "qwen2_vl_gc2": {"clip0.mp4": [0, 7, 13, 23], "clip1.mp4": [0, 3, 10, 17]}}
+INDICES = VIDEO_INDICES  # the frames FEW gives, by hand
 QWEN_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
 
@@ -222,18 +219,22 @@ def test_images_and_videos_mix(name, video_checkpoints, video_media):
         (counts["videos"][0]["tokens_uncompressed"] + second["videos"][0]["tokens_uncompressed"]) / 2)
 
 
-def test_qwen2_5_temporal_positions_as_lmms_eval_or_in_seconds(video_checkpoints, video_media, calls):
-    """lmms-eval's qwen2_5_vl hands the processor bare frames (transformers then takes them to
-    be 24 a second: 2/24 s per temporal patch); ``video_metadata=True`` gives the clip's rate."""
+def test_qwen2_5_frame_sizes_and_temporal_positions(video_checkpoints, video_media, calls):
+    """lmms-eval's defaults scale the 84×112 frames up to qwen-vl-utils' size for Qwen2.5-VL's
+    min_pixels (392×532: 28×38 patches), and the processor keeps that size although its own
+    bounds (the tiny checkpoint's) are smaller. lmms-eval's qwen2_5_vl hands the processor bare
+    frames (transformers then takes them to be 24 a second: 2/24 s per temporal patch);
+    ``video_metadata=True`` gives the clip's rate."""
     docs = _docs(video_media, ["clip0.mp4"])
-    for flag, seconds in [(False, 2 / 24), (True, 2 / (4 / 24 * 6))]:  # 4 of 24 frames at 6 fps: 1 a second
-        lm = _load(video_checkpoints, "qwen2_5_vl_gc2", max_num_frames=4, min_pixels=3136, video_metadata=flag)
-        assert (lm.min_pixels, lm.max_pixels) == (3136, 1605632)
-        lm.generate_until(requests(lm, docs))
+    for args, grid, seconds in [({}, [2, 28, 38], 2 / 24),
+                                ({"min_pixels": 3136, "video_metadata": True}, [2, 6, 8], 2 / (4 / 24 * 6))]:
+        lm = _load(video_checkpoints, "qwen2_5_vl_gc2", max_num_frames=4, **args)
+        assert (lm.min_pixels, lm.max_pixels) == (args.get("min_pixels", 200704), 1605632)
+        (r,) = lm.generate_until(requests(lm, docs))
         kwargs, _ = calls.pop()
+        assert kwargs["video_grid_thw"].tolist() == [grid]  # 4 frames → 2 temporal patches
         assert kwargs["second_per_grid_ts"].tolist() == pytest.approx([seconds])
-        assert kwargs["video_grid_thw"].tolist() == [[2, 6, 8]]  # 84×112 frames, 4 → 2 temporal patches
-    assert hf.Qwen2_5_VLGC2.PIXELS == (200704, 1605632)
+        assert r.token_counts.to_dict()["videos"][0]["tokens_uncompressed"] == grid[0] * grid[1] * grid[2] // 4
 
 
 def test_refusals(video_checkpoints, video_media, tmp_path):

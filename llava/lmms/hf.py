@@ -137,9 +137,7 @@ class HFCompressingLMM(CompressingLMM):
         self.chat_template = _template(chat_template)
         if (self.chat_template or self.processor.chat_template) is None:
             raise ValueError(f"{pretrained} has no chat template; pass chat_template= (a Jinja template or a file)")
-        if self.VIDEO and getattr(self.processor, "video_processor", None) is None:
-            raise ValueError(f"{pretrained} holds no video processor settings (processor_config.json, "
-                             "video_preprocessor_config.json or preprocessor_config.json)")
+        self.pretrained = str(pretrained)
 
     @property
     def model(self):
@@ -166,6 +164,13 @@ class HFCompressingLMM(CompressingLMM):
     def video_kwargs(self, videos: list[VideoClip]) -> dict[str, Any]:
         """Processor arguments for the batch's videos (besides the frames)."""
         return {}
+
+    def read(self, path: str, pick) -> VideoClip:
+        """The frames ``pick(total_frames, fps)`` names of the video file ``path``."""
+        if getattr(self.processor, "video_processor", None) is None:
+            raise ValueError(f"{self.pretrained} holds no video processor settings (processor_config.json, "
+                             "video_preprocessor_config.json or preprocessor_config.json), so it takes images only")
+        return read_clip(path, pick)
 
     def inputs(self, messages: list[str], visuals: list[list]):
         """The processor's output for a batch (images and videos of every row, in order)."""
@@ -223,7 +228,7 @@ class LlavaOnevisionGC2(HFCompressingLMM):
         super().__init__(pretrained, **kwargs)
 
     def load_video(self, path: str) -> VideoClip:
-        return read_clip(path, lambda total, fps: onevision_indices(total, self.max_frames_num))
+        return self.read(path, lambda total, fps: onevision_indices(total, self.max_frames_num))
 
 
 class Qwen2VLGC2(HFCompressingLMM):
@@ -257,7 +262,7 @@ class Qwen2VLGC2(HFCompressingLMM):
             sampled.append(n)
             return indices
 
-        clip = read_clip(path, pick)
+        clip = self.read(path, pick)
         height, width = qwen_frame_size(*clip.frames.shape[1:3], sampled[0], self.min_pixels, self.max_pixels)
         clip.frames = resize_frames(clip.frames, height, width)
         return clip
