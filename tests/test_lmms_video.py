@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make lmms` (and `make test`)")
 
-from hf_helpers import random_image  # noqa: E402
+from hf_helpers import new_tokens, random_image  # noqa: E402
 from lmms_data import VIDEO_INDICES  # noqa: E402
 from lmms_eval.api.instance import Instance  # noqa: E402
 from lmms_eval.models.model_utils import gen_metrics  # noqa: E402
@@ -129,20 +129,25 @@ def test_video_requests_are_llava_hf_generate_on_the_stock_frames(name, video_ch
     """Two videos in one batch: the processor inputs are those of the hand-sampled frames, each
     answer is llava.hf.generate's on its video alone, the record holds its frames and budgets."""
     lm = _load(video_checkpoints, name, compression="globalcom2", retention_ratio=0.25, batch_size=2, **FEW[name])
+    eos = lm.model.generation_config.eos_token_id
+    assert eos == lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
     docs = _docs(video_media, ["clip0.mp4", "clip1.mp4"])
     out = lm.generate_until(requests(lm, docs))
-    [(batch_inputs, _)] = calls  # one batch of two
+    [(batch_inputs, batch_out)] = calls  # one batch of two
     assert batch_inputs["input_ids"].shape[0] == 2
+    batch_new = new_tokens(batch_out[0], batch_inputs["input_ids"].shape[1], eos)
     comp = build_compressor("globalcom2", retention_ratio=0.25)
-    for r, doc, clip in zip(out, docs, ["clip0.mp4", "clip1.mp4"]):
+    for row, r, doc, clip in zip(batch_new, out, docs, ["clip0.mp4", "clip1.mp4"]):
         indices = INDICES[name][clip]
         frames = _frames(doc["visuals"][0], indices)  # Qwen: 84×112 is qwen-vl-utils' size already
         inputs = lm.processor(text=[lm.prompt(doc["text"], ["video"])], videos=[frames], return_tensors="pt")
         with torch.inference_mode():
             ids, records = real_generate(lm.model, comp, inputs)
+        assert row == new_tokens(ids, inputs["input_ids"].shape[1], eos)[0]  # the same token ids
         assert r.text == lm.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
         counts = r.token_counts.to_dict()
         placeholders = int((inputs["input_ids"] == lm.adapter.token_id("video")).sum())
+        assert counts["output_tokens"] == len(row)
         (info,) = counts["videos"]
         assert info == {**records[0].info(), "frame_indices": indices}
         assert counts["visual_tokens_uncompressed"] == placeholders == info["tokens_uncompressed"]

@@ -36,9 +36,9 @@ file path; the frames are those lmms-eval's stock models give the same checkpoin
   then takes the frames to be 24 a second).
 
 Where we differ from lmms-eval's stock models: the prompt (above; lmms-eval's simple
-``llava_hf`` writes ``<video>\n`` + text through the tokenizer's template and ``llava_onevision``
-uses LLaVA's ``qwen_1_5`` conversation — ``chat_template=`` reproduces either); every video of
-a batch is cut to ``max_num_frames`` (lmms-eval's Qwen models cut the batch's first video only:
+``llava_hf`` writes ``<video>``, a newline and the text through the tokenizer's template and
+``llava_onevision`` uses LLaVA's ``qwen_1_5`` conversation; a ``chat_template=`` can render
+either layout); every video of a batch is cut to ``max_num_frames`` (lmms-eval's Qwen models cut the batch's first video only:
 the same at ``batch_size=1`` with one video per document); ``fps`` is honoured
 (``qwen2_5_vl`` takes it and ignores it); ``min_pixels`` / ``max_pixels`` size the video
 frames only — images keep the checkpoint's image processor settings (the Qwen models also
