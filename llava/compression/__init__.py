@@ -17,6 +17,7 @@ from .functional import (
     scatter_visible,
     topk_mask,
 )
+from .in_llm import FastV, InLLMCompressor, LLMStage, PDrop, SparseVLM, llm_stage
 from .methods import (
     BUDGETS,
     COMPRESSORS,
@@ -33,10 +34,12 @@ from .methods import (
     build_compressor,
     option_names,
 )
+from .pipeline import Pipeline, compose
 from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
 
 __all__ = [
-    "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
+    "AnyResLayout", "BUDGETS", "FastV", "InLLMCompressor", "LLMStage", "PDrop", "Pipeline", "SparseVLM", "compose",
+    "llm_stage", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
     "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
     "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
     "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",

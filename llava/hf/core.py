@@ -11,7 +11,9 @@ that survive, and hands the model the tokens through transformers' public
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,7 +30,9 @@ from llava.compression import (
     Selection,
 )
 from llava.compression import functional as Fn
+from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import CLS_KINDS
+from llava.model import hf_adapter
 
 # ----------------------------------------------------------------------------- registry
 
@@ -119,6 +123,11 @@ class Adapter:
         kwargs["position_ids"] = text_positions(spliced.attention_mask)
 
     # -- shared helpers
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder stack (embeddings, layers, norm, rotary embedding) the in-LLM methods run."""
+        return self.inner.language_model
+
     @property
     def family(self) -> str:
         return type(self.model).__name__
@@ -297,15 +306,47 @@ def prepare_inputs(
     return kwargs, records
 
 
+@contextlib.contextmanager
+def llm_pruning(
+    model: nn.Module, comp: Compressor | None, kwargs: dict[str, Any], records: list[CompressedImage]
+) -> Iterator[None]:
+    """While active, ``model(**kwargs)`` / ``model.generate(**kwargs)`` — ``kwargs, records``
+    from :func:`prepare_inputs` — run ``comp``'s in-LLM stage (FastV, SparseVLM, PDrop, or a
+    pipeline's second stage) in the prefill and keep decoding consistent with it; nothing
+    happens for a compressor without one. :func:`generate` does this itself. After the
+    prefill, ``records[i].llm`` holds image ``i``'s per-layer token counts."""
+    method = llm_stage(comp)
+    if method is None:
+        yield
+        return
+    adapter = adapter_for(model)
+    lm = adapter.language_model
+    method.check_depth(len(lm.layers))
+    ids = kwargs["input_ids"]
+    mask = kwargs.get("attention_mask")
+    is_img = ids == adapter.image_token_id
+    if mask is not None:
+        is_img &= mask.bool()
+    counts = [int(r.index.shape[0]) for r in records]
+    if int(is_img.sum()) != sum(counts):
+        raise ValueError(f"in-LLM pruning: the prompt holds {int(is_img.sum())} image tokens, the records "
+                         f"{sum(counts)} (in-LLM pruning covers image tokens; pass prepare_inputs' kwargs and records)")
+    plan = hf_adapter.LLMPruning(method, hf_adapter.image_ids_from_runs(is_img, counts), list(records))
+    with hf_adapter.llm_pruning(lm, plan):
+        yield
+
+
 def generate(
     model: nn.Module, comp: Compressor | None = None, *, return_records: bool = False, **kwargs: Any
 ) -> torch.Tensor | tuple[torch.Tensor, list[CompressedImage]]:
     """``model.generate`` on the compressed prompt, returning what stock ``generate`` returns
     for the uncompressed one: the ORIGINAL ``input_ids`` followed by the new tokens (so
     harnesses that trim by the prompt length keep working). ``kwargs`` are the processor's
-    outputs plus any generation options; ``return_records=True`` also returns the records."""
+    outputs plus any generation options; ``return_records=True`` also returns the records.
+    An in-LLM stage runs inside (:func:`llm_pruning`)."""
     gen_kwargs, records = prepare_inputs(model, comp, **kwargs)
-    out = model.generate(**gen_kwargs)
+    with llm_pruning(model, comp, gen_kwargs, records):
+        out = model.generate(**gen_kwargs)
     if not _is_off(comp) and records:
         prompt = kwargs["input_ids"]
         out = torch.cat([prompt.to(out.device), out[:, gen_kwargs["input_ids"].shape[1] :]], dim=1)
