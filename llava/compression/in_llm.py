@@ -135,28 +135,30 @@ def dpc_knn_clusters(x: torch.Tensor, valid: torch.Tensor, n_clusters: torch.Ten
     ``exp(−mean of the squared distances to the c nearest, self included)``; each token's
     parent distance is the distance to the nearest denser token (the row's largest distance
     when none is denser); the c tokens with the largest ``distance × density`` are the centres,
-    and every token joins its nearest centre. The release adds 1e-6 noise to the densities to
-    break ties; here ties go to the lower index. Returns ``(cluster [B, M] int64 — the index of
+    and every token joins its nearest centre. The release adds 1e-6 random noise to the
+    densities so that no two are equal (mutual nearest neighbours otherwise tie); here an equal
+    density counts as denser for the lower index, and other ties go to the lower index too. Returns ``(cluster [B, M] int64 — the index of
     the member's centre, −1 on padding; is_centre [B, M] bool)``.
     """
     B, M, D = x.shape
     xf = x.float()
-    d = torch.cdist(xf, xf) / math.sqrt(D)  # [B, M, M]
+    d = torch.cdist(xf, xf, compute_mode="donot_use_mm_for_euclid_dist") / math.sqrt(D)  # [B, M, M], symmetric
     pair = valid[:, :, None] & valid[:, None, :]
     near = d.masked_fill(~pair, float("inf")).sort(dim=-1).values  # ascending, self first
     first_c = torch.arange(M, device=x.device)[None, None, :] < n_clusters[:, None, None]
     sq = (near.masked_fill(~first_c, 0.0) ** 2).nan_to_num_(0.0, posinf=0.0)
     density = torch.exp(-sq.sum(-1) / n_clusters[:, None].float())  # [B, M]
     density = density.masked_fill(~valid, -1.0)
-    denser = (density[:, None, :] > density[:, :, None]) & pair  # [b, i, j]: j denser than i
+    idx = torch.arange(M, device=x.device)
+    di, dj = density[:, :, None], density[:, None, :]
+    denser = ((dj > di) | ((dj == di) & (idx[None, None, :] < idx[None, :, None]))) & pair  # [b, i, j]: j denser
     d_max = d.masked_fill(~pair, 0.0).flatten(1).amax(1)[:, None, None]
     parent = torch.where(denser, d, d_max).amin(-1)  # [B, M]
     score = (parent * density).masked_fill(~valid, Fn.NEG_INF)
     centre = valid & (descending_rank(score) < n_clusters[:, None])
     to_centre = d.masked_fill(~centre[:, None, :], float("inf"))
     cluster = to_centre.argmin(-1)  # first minimum: ties to the lower index
-    idx = torch.arange(M, device=x.device).expand(B, M)
-    cluster = torch.where(centre, idx, cluster).masked_fill(~valid, -1)
+    cluster = torch.where(centre, idx.expand(B, M), cluster).masked_fill(~valid, -1)
     return cluster, centre
 
 
