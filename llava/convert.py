@@ -23,9 +23,11 @@ What the conversion takes care of:
   them verbatim and cuts the vocabulary to the source's, so original → hf → original and
   hf → original → hf give back the same configs, tokenizer files and tensors.
 
-Weights are streamed: one tensor is read at a time and output shards are written as soon as
-they are full, so peak memory is about one output shard (``--max-shard-size``), not a copy
-of the model.
+Weights are streamed: tensors are read one at a time from memory-mapped input files and
+output shards are written as soon as they are full (``--max-shard-size``). The process's own
+(anonymous) memory stays near that of its imports plus the embedding matrices; its RSS also
+counts mapped pages of the input files, which the kernel can drop (measured by
+``benchmarks/convert_memory.py``; figures in the README).
 """
 
 from __future__ import annotations
@@ -213,7 +215,10 @@ def _convert_weights(src: str, dst: str, name_map: Callable[[str], str | None], 
 def _resize_rows(w: torch.Tensor, rows: int) -> torch.Tensor:
     if w.shape[0] >= rows:
         return w[:rows]
-    extra = w.float().mean(0, keepdim=True).to(w.dtype).expand(rows - w.shape[0], -1)
+    total = torch.zeros(w.shape[1:], dtype=torch.float32)  # (hidden,)
+    for block in w.split(4096):  # fp32 sums without an fp32 copy of the whole matrix (2x its size)
+        total += block.float().sum(0)
+    extra = (total / w.shape[0]).to(w.dtype).expand(rows - w.shape[0], -1)  # (rows - vocab, hidden)
     return torch.cat([w, extra])
 
 

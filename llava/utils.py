@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -12,3 +15,27 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` computes: accelerate's execution device when a ``device_map`` dispatched
+    it (its weights may then be on ``meta``, offloaded to CPU or disk), else its weights' device."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return torch.device(device)
+    return next(module.parameters()).device
+
+
+@contextlib.contextmanager
+def onloaded(module: torch.nn.Module, recurse: bool = True) -> Iterator[None]:
+    """The weights of ``module`` (with ``recurse``, also of its submodules) on its execution
+    device inside the block, even when a ``device_map`` offloaded them to ``"cpu"``/``"disk"``
+    (accelerate then loads them only while the module's own ``forward`` runs): for code that
+    reads weights without calling the module. A no-op for a module that is not offloaded."""
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    with contextlib.ExitStack() as stack:
+        for m in module.modules() if recurse else [module]:
+            if has_offloaded_params(m):
+                stack.enter_context(align_module_device(m))
+        yield

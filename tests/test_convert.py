@@ -276,6 +276,20 @@ def test_conversion_streams_shard_by_shard(tiny_ckpt, tmp_path):
     assert writer.peak_bytes < writer.total / 3
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_new_embedding_rows_are_the_mean_row(dtype):
+    """Rows added for <image>/<pad> are the mean of the others (accumulated in fp32 block by
+    block, 9000 rows = two full 4096-row blocks and a partial one); cutting keeps a prefix."""
+    from llava.convert import _resize_rows
+
+    w = (torch.randn(9000, 48, generator=torch.Generator().manual_seed(0)) + 0.5).to(dtype)
+    out = _resize_rows(w, 9064)
+    assert out.shape == (9064, 48) and out.dtype == dtype
+    assert torch.equal(out[:9000], w)
+    torch.testing.assert_close(out[9000:], w.double().mean(0).to(dtype).expand(64, -1))
+    assert torch.equal(_resize_rows(w, 8000), w[:8000])
+
+
 def test_pinpoints_keep_the_grid(tiny_ckpt, tmp_path):
     from llava.convert import original_to_hf
 

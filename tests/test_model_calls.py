@@ -229,6 +229,59 @@ def test_cuda_without_cuda_is_an_error(tiny_ckpt):
         load_pretrained_model(tiny_ckpt, None, "t", device="cuda")
 
 
+# ----------------------------------------------------------------------------- placement (device_map)
+
+# On a CPU, "disk" is the placement that makes accelerate's hooks move weights: offloaded
+# parameters stay on "meta" and are loaded module by module while that module's forward runs.
+OFFLOAD_MAPS = {
+    "layer-tower-projector-head-on-disk": {
+        "model.embed_tokens": "cpu", "model.layers.0": "disk", "model.layers.1": "cpu", "model.norm": "cpu",
+        "model.rotary_emb": "cpu", "model.vision_tower": "disk", "model.mm_projector": "disk",
+        "model.image_newline": "cpu", "lm_head": "disk",
+    },
+    "base-model-on-disk": {"model": "disk", "lm_head": "cpu"},  # image_newline offloaded with its module
+}
+# accelerate warns on a device_map key naming a parameter (model.image_newline), although
+# transformers places that parameter by it (as device_map="auto" can produce such keys).
+_BARE_PARAM_KEY = "ignore:The following device_map keys do not match any submodules:UserWarning"
+
+
+@pytest.mark.filterwarnings(_BARE_PARAM_KEY)
+@pytest.mark.parametrize("name", list(OFFLOAD_MAPS))
+def test_offloading_device_map_generates_the_plain_tokens(tiny, tiny_ckpt, tmp_path, name):
+    """What reads weights outside their module's forward must see them loaded: the [CLS]
+    scorer (a tower layer's q/k weights), the tower's input placement, ``image_newline``."""
+    from llava.model.builder import load_pretrained_model
+
+    device_map = OFFLOAD_MAPS[name]
+    loaded = load_pretrained_model(tiny_ckpt, None, "tiny-llava", device="cpu", device_map=device_map,
+                                   offload_folder=str(tmp_path / "offload"))
+    model = loaded[1]
+    assert model.hf_device_map == device_map
+    tower_layer = model.get_vision_tower().vision_tower.encoder.layers[-1]
+    for weight in (model.get_model().layers[0].self_attn.q_proj.weight, tower_layer.self_attn.k_proj.weight):
+        assert weight.device.type == "meta"  # really offloaded
+    img = random_image((1000, 600), 2)
+    # GlobalCom² scores at the tower's last layer (past the feature layer), FasterVLM inside it;
+    # with the base model offloaded, GlobalCom² covers image_newline (the tower as above).
+    for method in ("globalcom2", "fastervlm") if "tower" in name else ("globalcom2",):
+        comp = build_compressor(method, retention_ratio=0.25)
+        ref_records, records = [], []
+        expected = _gen(tiny, PROMPT, img, compressor=comp, image_records=ref_records, max_new_tokens=4)
+        assert _gen(loaded, PROMPT, img, compressor=comp, image_records=records, max_new_tokens=4) == expected
+        assert torch.equal(records[0].index, ref_records[0].index)
+
+
+@pytest.mark.filterwarnings(_BARE_PARAM_KEY)
+def test_image_newline_alone_on_disk_is_refused(tiny_ckpt, tmp_path):
+    from llava.model.builder import load_pretrained_model
+
+    device_map = {**OFFLOAD_MAPS["layer-tower-projector-head-on-disk"], "model.image_newline": "disk"}
+    with pytest.raises(ValueError, match="image_newline"):
+        load_pretrained_model(tiny_ckpt, None, "tiny-llava", device="cpu", device_map=device_map,
+                              offload_folder=str(tmp_path / "offload"))
+
+
 def test_llava_hf_folder_is_refused_with_the_command(tmp_path):
     from llava.model.builder import load_pretrained_model
 

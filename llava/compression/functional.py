@@ -324,7 +324,8 @@ def gather_tokens(
     out = flat.index_select(0, src)
     if project is not None:
         out = project(out)
-    out.index_put_((newline_pos,), newline.to(device=out.device, dtype=out.dtype))
+    # the projector may sit on another device than the vision features (device_map)
+    out.index_put_((newline_pos.to(out.device),), newline.to(device=out.device, dtype=out.dtype))
     return out[: index.shape[0]]
 
 

@@ -139,6 +139,21 @@ def as_compressor(compressor) -> Compressor | None:
     raise TypeError(f"compressor must be a Compressor, a method name or a dict, got {type(compressor).__name__}")
 
 
+def _check_placement(model) -> None:
+    """A ``device_map`` that sends ``model.image_newline`` alone to ``"disk"`` leaves it on
+    ``meta`` with nothing to load it back (accelerate loads offloaded weights per module, and it
+    is a bare parameter): refuse that placement here rather than fail at the first image."""
+    from accelerate.utils import has_offloaded_params
+
+    base = model.get_model()
+    newline = getattr(base, "image_newline", None)
+    if newline is not None and newline.device.type == "meta" and not has_offloaded_params(base):
+        raise ValueError(
+            "device_map offloads model.image_newline on its own to 'disk', where it cannot be loaded back; "
+            "map it to a device or to 'cpu' (it is one vector of hidden_size values)"
+        )
+
+
 def load_pretrained_model(
     model_path: str,
     model_base: str | None,
@@ -171,7 +186,10 @@ def load_pretrained_model(
       :func:`llava.model.multimodal_encoder.builder.resolve_vision_config`).
 
     ``device``: ``"cuda"`` (weights spread by ``device_map``, default ``"auto"``: every
-    visible GPU), ``"cuda:N"`` (one GPU), ``"cpu"``, ``"mps"``. Asking for a device that is
+    visible GPU), ``"cuda:N"`` (one GPU), ``"cpu"``, ``"mps"``. An explicit ``device_map``
+    dict is honoured on any device (e.g. layers offloaded to ``"disk"`` with
+    ``offload_folder=...``; the vision tower, projector and ``image_newline`` may be offloaded
+    too). Asking for a device that is
     not there is a ``ValueError``, as are an unknown dtype and a ``torch_dtype`` in
     ``config.json`` that is not one; 4/8-bit loading keeps the CLIP tower and projector
     unquantised (:data:`QUANTIZATION_SKIP_MODULES`).
@@ -203,6 +221,8 @@ def load_pretrained_model(
         load_kwargs["device_map"] = {"": str(dev)} if dev.index is not None else device_map
     elif quant is not None:
         raise ValueError("4/8-bit loading needs CUDA (bitsandbytes); load in bf16 on this device instead")
+    elif isinstance(device_map, dict):  # an explicit placement (e.g. offload to "disk") on any device
+        load_kwargs["device_map"] = device_map
     if quant is not None:
         load_kwargs["quantization_config"] = quant
     if dtype is None:
@@ -224,8 +244,10 @@ def load_pretrained_model(
     config.mm_vision_config = vision_config_dict(vcfg)
     model = model_cls.from_pretrained(model_path, config=config, dtype=dtype, attn_implementation=attn, **load_kwargs)
     model.set_tower_attn_implementation(attn)
-    if not on_cuda:
+    if "device_map" not in load_kwargs:  # a dispatched model stays where accelerate put it
         model.to(dev)
+    else:
+        _check_placement(model)
     model.eval()
     model.compressor = compressor  # checked against the tower (ratio, scoring layer) here
     image_processor = build_image_processor(proc_settings)

@@ -37,7 +37,7 @@ from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import PromptTooLongError
-from llava.utils import synchronize
+from llava.utils import onloaded, synchronize
 
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.builder import build_vision_projector
@@ -192,7 +192,8 @@ class LlavaMetaForCausalLM:
             keep = torch.ones(views.shape[1], dtype=torch.bool, device=tokens.device)
             return CompressedImage(tokens, index, Selection(keep, keep.new_zeros(0, keep.shape[0])), layout)
         compressor = compressor or NoCompression()
-        return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
+        with onloaded(self.get_model(), recurse=False):  # image_newline, also when a device_map offloaded it
+            return compressor.compress(views, self.get_model().image_newline, layout, scores, project=projector)
 
     def images_to_tokens(
         self, images, image_sizes=None, compressor=_UNSET, image_records: list | None = None

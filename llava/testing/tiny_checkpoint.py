@@ -61,11 +61,14 @@ def tokenizer_config(padding_side: str = "right", legacy: bool = False) -> dict:
     }
 
 
-def write_tokenizer(out_dir: str, padding_side: str = "right", legacy: bool = False) -> str:
-    """Write ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json``."""
+def write_tokenizer(
+    out_dir: str, padding_side: str = "right", legacy: bool = False, sp_model: bytes | None = None
+) -> str:
+    """Write ``tokenizer.model`` (``sp_model``, by default :func:`sentencepiece_model`'s),
+    ``tokenizer_config.json`` and ``special_tokens_map.json``."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
-        f.write(sentencepiece_model())
+        f.write(sp_model if sp_model is not None else sentencepiece_model())
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
         json.dump(tokenizer_config(padding_side, legacy), f, indent=2)
     with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:

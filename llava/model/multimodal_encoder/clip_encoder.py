@@ -15,8 +15,11 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from llava.utils import execution_device, onloaded
+
 # A scorer receives (layer index, hidden state entering that layer [V, 1+N, C]) and returns
-# whatever the caller wants back (typically per-patch scores [V, N]).
+# whatever the caller wants back (typically per-patch scores [V, N]); it may read that layer's
+# weights (they are on the execution device during the call, even when offloaded).
 LayerTap = tuple[int, Callable[[int, torch.Tensor], torch.Tensor]]
 
 
@@ -64,7 +67,8 @@ class CLIPVisionTower(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.vision_tower.embeddings.patch_embedding.weight.device
+        """Where the tower computes (also when a ``device_map`` offloaded its weights)."""
+        return execution_device(self.vision_tower.embeddings.patch_embedding)
 
     def layer_index(self, layer: int) -> int:
         """Normalise a (possibly negative) encoder-layer index to ``0 … num_layers-1``."""
@@ -115,10 +119,12 @@ class CLIPVisionTower(nn.Module):
         tapped = None
         for i, layer in enumerate(model.encoder.layers[:depth]):
             if i == tap_layer:
-                tapped = tap[1](i, hidden)
+                with onloaded(layer):  # the scorer reads this layer's weights
+                    tapped = tap[1](i, hidden)
             out = layer(hidden, None)
             hidden = out[0] if isinstance(out, tuple) else out
         if tap_layer == depth:
-            tapped = tap[1](depth, hidden)
+            with onloaded(model.encoder.layers[depth]):
+                tapped = tap[1](depth, hidden)
         feats = hidden[:, 1:] if self.select_feature == "patch" else hidden
         return feats if tap is None else (feats, tapped)

@@ -1,0 +1,200 @@
+"""Command line of ``python -m llava.analysis.efficiency``: parse, build the rows, print them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from llava.analysis.efficiency.formulas import NOMINAL_TOKENS, anyres_image_tokens
+from llava.analysis.efficiency.geometry import (
+    ACCELERATORS,
+    BUILTIN_GEOMETRIES,
+    DEFAULT_ACCELERATOR,
+    Accelerator,
+    LLMGeometry,
+)
+from llava.analysis.efficiency.paper import PAPER_NOTE, paper_explanation, paper_key
+from llava.analysis.efficiency.tables import (
+    DEFAULT_METHOD,
+    DEFAULT_RATIOS,
+    efficiency_table,
+    render_main_table,
+    render_paper_table,
+)
+
+
+def _token_arg(text: str) -> int | tuple[str, int]:
+    label, sep, count = text.rpartition("=")
+    try:
+        value = int(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected N or LABEL=N, got {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"token counts must be positive, got {value}")
+    return (label, value) if sep and label else value
+
+
+def _ratio_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"retention ratios must be in (0, 1], got {value}")
+    return value
+
+
+def _accel_arg(text: str) -> list[Accelerator]:
+    if text.lower() == "all":
+        return list(ACCELERATORS.values())
+    try:
+        return [Accelerator.parse(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    accels = ", ".join(
+        f"{a.name} ({a.peak_tflops:g} TFLOP/s, {a.bandwidth_tbps:g} TB/s)" for a in ACCELERATORS.values()
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m llava.analysis.efficiency",
+        description=(
+            "Theoretical cost of the LLM prefill over LLaVA-NeXT's visual tokens, per retention ratio R:\n"
+            "token count, prefill TFLOPs, KV-cache size and roofline (LLM-Viewer method) prefill and\n"
+            "per-token decode time, with and without FlashAttention-style fused attention."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  python -m llava.analysis.efficiency --model 7b --paper\n"
+            "  python -m llava.analysis.efficiency --image-size 1000 600 --ratios 1 0.25\n"
+            "  python -m llava.analysis.efficiency --config path/to/config.json --tokens 2928 FastV=732 "
+            "--image-size 672 672\n"
+            "  python -m llava.analysis.efficiency --accelerator all --json\n"
+            f"\nBuilt-in accelerators: {accels}."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = parser.add_argument_group("model")
+    src.add_argument(
+        "--model", nargs="+", choices=sorted(BUILTIN_GEOMETRIES), default=None,
+        help="built-in LLaVA-NeXT LLM geometries (default: 7b 13b, unless --config is given)",
+    )  # fmt: skip
+    src.add_argument(
+        "--config", action="append", default=[], metavar="PATH",
+        help="a LLaVA / Llama config.json (or its directory); repeatable. Reads num_hidden_layers, "
+        "hidden_size, intermediate_size, num_attention_heads and num_key_value_heads if present",
+    )  # fmt: skip
+    tok = parser.add_argument_group("tokens")
+    tok.add_argument(
+        "--ratios", nargs="+", type=_ratio_arg, default=list(DEFAULT_RATIOS), metavar="R",
+        help="retention ratios (default: 1 0.75 0.5 0.25 0.1)",
+    )  # fmt: skip
+    tok.add_argument(
+        "--method", default=DEFAULT_METHOD,
+        help=f"label of the compressed rows (default: {DEFAULT_METHOD}; R = 1 rows are 'uncompressed')",
+    )  # fmt: skip
+    tok.add_argument(
+        "--image-size", nargs=2, type=int, metavar=("W", "H"),
+        help="use the real LLaVA-NeXT (v1.6 AnyRes, spatial_unpad) token count of a WxH image and "
+        "T = floor(R*count), instead of the paper's nominal T = R*2880",
+    )  # fmt: skip
+    tok.add_argument(
+        "--tokens", nargs="+", type=_token_arg, metavar="N|LABEL=N",
+        help="actual kept visual-token counts (e.g. from a run) instead of ratios; R is then N / count",
+    )  # fmt: skip
+    tok.add_argument(
+        "--text-tokens", type=int, default=0, metavar="N",
+        help="prompt tokens added to the prefill and the decode context (default 0: visual tokens only, "
+        "as the paper)",
+    )  # fmt: skip
+    cost = parser.add_argument_group("cost model")
+    cost.add_argument(
+        "--causal", action="store_true",
+        help="halve the T^2 attention term (FlashAttention-style causal tile skipping); the paper "
+        "counts the full square",
+    )  # fmt: skip
+    cost.add_argument(
+        "--kv-bytes", type=float, default=2, metavar="B",
+        help="bytes per cached key/value element (default 2, fp16)",
+    )  # fmt: skip
+    cost.add_argument(
+        "--accelerator", action="append", type=_accel_arg, metavar="NAME|NAME:TFLOPS:TBPS",
+        help=f"repeatable; a built-in name, 'all', or a custom spec (default: {DEFAULT_ACCELERATOR})",
+    )  # fmt: skip
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the rows as a JSON list of objects")
+    out.add_argument(
+        "--paper", action="store_true",
+        help="add the paper's Tables VI/VII (TFLOPs, KV MB, prefill ms) beside the estimates, the "
+        "implied effective TFLOP/s and an explanation of the prefill-time difference",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.text_tokens < 0:
+        parser.error("--text-tokens must be >= 0")
+    if args.kv_bytes <= 0:
+        parser.error("--kv-bytes must be > 0")
+    geoms: list[LLMGeometry] = []
+    for path in args.config:
+        try:
+            geoms.append(LLMGeometry.from_config(path))
+        except (OSError, KeyError, ValueError) as exc:
+            parser.error(f"--config {path}: {exc}")
+    if args.model or not geoms:
+        geoms += [BUILTIN_GEOMETRIES[k]() for k in (args.model or ["7b", "13b"])]
+    accels = [a for group in (args.accelerator or [[ACCELERATORS[DEFAULT_ACCELERATOR]]]) for a in group]
+    accels = list(dict.fromkeys(accels))
+    base = NOMINAL_TOKENS
+    if args.image_size:
+        w, h = args.image_size
+        if w <= 0 or h <= 0:
+            parser.error("--image-size needs positive W H")
+        base = anyres_image_tokens(w, h)  # imports torch: only when needed
+    rows: list[dict[str, Any]] = []
+    for geom in geoms:
+        rows += efficiency_table(
+            geom, args.ratios, base_tokens=base, tokens=args.tokens, text_tokens=args.text_tokens,
+            accelerators=accels, kv_bytes=args.kv_bytes, causal=args.causal, method=args.method,
+            paper=args.paper,
+        )  # fmt: skip
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if args.image_size:
+        print(
+            f"Image {args.image_size[0]}x{args.image_size[1]}: {base} LLaVA-NeXT visual tokens (v1.6 AnyRes)"
+        )
+    else:
+        print(f"Nominal protocol: T = R x {NOMINAL_TOKENS} visual tokens")
+    print(render_main_table(rows))
+    if args.paper:
+        print()
+        compared = [r for r in rows if r.get("paper_prefill_ms") is not None]
+        if not compared:
+            print("--paper: no row is under the paper's protocol (LLaVA-NeXT-7B/13B, T = R x 2880, no text).")
+            return 0
+        print("Paper (Tables VI/VII) vs this tool; flash/unfused: this tool's roofline; LLM-Viewer@: the "
+              "paper's setting (unfused, LLM-Viewer accounting) at 312 TFLOP/s")  # fmt: skip
+        print(render_paper_table(compared))
+        print()
+        for line in PAPER_NOTE:
+            print(line)
+        seen: set[str] = set()
+        for geom in geoms:
+            key = paper_key(geom)
+            if key and key not in seen and any(r["model"] == geom.name for r in compared):
+                seen.add(key)
+                print()
+                for line in paper_explanation(geom, accels[0]):
+                    print(line)
+    return 0
