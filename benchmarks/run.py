@@ -26,7 +26,7 @@ Each configuration gets ``--warmup`` untimed passes, then ``--repeats`` timed pa
 interleaved across configurations (repeat 1 of every configuration, then repeat 2, …, the order
 rotated each time) so that slow drifts of the machine hit every configuration alike. Reported: medians, and speed-ups
 against the uncompressed run (``none``, always measured, in the same process), beside the
-theoretical prefill FLOPs ratio (:func:`llava.analysis.efficiency.prefill_flops`).
+theoretical prefill FLOPs ratio (:func:`llava.analysis.efficiency.prefill_flops_per_layer`).
 
 On a CPU the default ``--profile bench`` builds a scaled-down random model in memory (see
 :mod:`benchmarks.profiles`): the real 336/14 AnyRes geometry and token counts, an LLM large
@@ -46,7 +46,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from llava.analysis.efficiency import LLMGeometry, kv_cache_bytes, prefill_flops
+from llava.analysis.efficiency import (
+    LLMGeometry,
+    kv_cache_bytes_per_layer,
+    prefill_flops_per_layer,
+    uniform_profile,
+)
 from llava.compression import build_compressor, option_names
 from llava.compression.cli import method_name
 from llava.compression.in_llm import llm_stage
@@ -293,12 +298,9 @@ def build_configs(methods, ratios, map_ratios=(), num_layers: int = 32) -> list[
     return configs
 
 
-def layer_sum(geom: LLMGeometry, tokens_per_layer: list[int] | None, seq: int, fn) -> float:
-    """``fn(geom, T)`` (a whole-model quantity) for per-layer token counts: ``Σ_l fn(T_l)/L``
-    (every layer at ``seq`` when there are no per-layer counts)."""
-    if not tokens_per_layer:
-        return fn(geom, seq)
-    return sum(fn(geom, t) for t in tokens_per_layer) / len(tokens_per_layer)
+def profile(geom: LLMGeometry, tokens_per_layer: list[int] | None, seq: int) -> list[int]:
+    """The tokens each layer processes: the in-LLM record's, or ``seq`` in every layer."""
+    return list(tokens_per_layer) if tokens_per_layer else list(uniform_profile(geom, seq))
 
 
 def run(args) -> dict[str, Any]:
@@ -365,14 +367,15 @@ def run(args) -> dict[str, Any]:
             "times_ms": stages,
             "memory": {
                 "kv_cache_mb": first["kv_cache_bytes"] / 2**20,
-                "kv_cache_mb_theory": layer_sum(geom, per_layer, first["sequence_length"],
-                                                lambda g, t: kv_cache_bytes(g, t, value_bytes)) / 2**20,
+                "kv_cache_mb_theory": kv_cache_bytes_per_layer(
+                    geom, profile(geom, per_layer, first["sequence_length"]), value_bytes) / 2**20,
                 **({f"end_to_end_{k}": v for k, v in memory[c].items()} if c in memory else {}),
             },
             "theory": {
-                "prefill_tflops": layer_sum(geom, per_layer, first["sequence_length"], prefill_flops) / 1e12,
-                "prefill_tflops_visual_only": layer_sum(geom, visual_per_layer, first["visual_tokens"],
-                                                        prefill_flops) / 1e12,
+                "prefill_tflops": prefill_flops_per_layer(
+                    geom, profile(geom, per_layer, first["sequence_length"])) / 1e12,
+                "prefill_tflops_visual_only": prefill_flops_per_layer(
+                    geom, profile(geom, visual_per_layer, first["visual_tokens"])) / 1e12,
             },
         })
     add_ratios(rows)
@@ -393,9 +396,8 @@ def run(args) -> dict[str, Any]:
             "memory_method": probe.method if not args.no_memory else None,
             "statistic": "median over repeats; speedup = uncompressed median / configuration median; "
                          "speedup_best = the same with each configuration's fastest repeat",
-            "theory": "prefill FLOPs from llava.analysis.efficiency.prefill_flops over the spliced sequence "
-                      "(visual + text tokens), full attention square as in the paper; in-LLM methods: summed "
-                      "layer by layer over the tokens each layer sees",
+            "theory": "prefill FLOPs from llava.analysis.efficiency.prefill_flops_per_layer over the spliced "
+                      "sequence (visual + text tokens) each layer sees, full attention square as in the paper",
             "environment": environment(device),
         },
         "results": rows,

@@ -233,6 +233,20 @@ class InLLMCompressor(Compressor):
         """``[B, L]`` bool: the query tokens when :attr:`query` is ``raters``."""
         raise NotImplementedError
 
+    def stage_count(self, stage: int, n0: int, current: int) -> int:
+        """Visual tokens after stage ``stage`` when ``n0`` entered the LLM and ``current`` are
+        present (host-side arithmetic of :meth:`keep`'s rule)."""
+        raise NotImplementedError
+
+    def token_profile(self, n0: int, num_layers: int) -> list[int]:
+        """Visual tokens each decoder layer processes when ``n0`` enter the LLM — what the
+        prefill FLOPs and the KV cache scale with (:mod:`llava.analysis.efficiency`)."""
+        counts, current = [n0] * num_layers, n0
+        for s, st in enumerate(self.stages()):
+            current = self.stage_count(s, n0, current)
+            counts[st.drop_layer :] = [current] * (num_layers - st.drop_layer)
+        return counts
+
     def keep(
         self, stage: int, attn: torch.Tensor, queries: torch.Tensor, state: TokenState, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,6 +281,9 @@ class FastV(InLLMCompressor):
         k = round_half_even(state.n0.double() * self.retention_ratio)
         return keep_top_visual(attn[:, 0], state, k), hidden
 
+    def stage_count(self, stage, n0, current):
+        return min(current, round(n0 * self.retention_ratio))
+
 
 @dataclass(frozen=True)
 class PDrop(InLLMCompressor):
@@ -298,6 +315,9 @@ class PDrop(InLLMCompressor):
     def keep(self, stage, attn, queries, state, hidden):
         k = torch.floor(state.n0.double() * self.ratios[stage]).long()
         return keep_top_visual(attn[:, 0], state, k), hidden
+
+    def stage_count(self, stage, n0, current):
+        return min(current, math.floor(n0 * self.ratios[stage]))
 
 
 @dataclass(frozen=True)
@@ -352,11 +372,11 @@ class SparseVLM(InLLMCompressor):
         rel = attn * (queries[:, :, None] & state.visual[:, None, :])  # [B, Q, L]
         rank = relation_rank(rel, n_r, n_v)
         score = rel.sum(1) / n_r.clamp_min(1)[:, None].float()  # mean over raters, [B, L]
-        if self.scale is None:
-            lam = self.retention_ratio * state.n0.double() / n_r.clamp_min(1).double()
+        if self.scale is None:  # λ·rank = R·n0·rank/raters, multiplied first so that rank = raters gives R·n0 exactly
+            lam_rank = self.retention_ratio * state.n0.double() * rank.double() / n_r.clamp_min(1).double()
         else:
-            lam = torch.full_like(n_r, 1, dtype=torch.float64) * self.scale
-        k = torch.minimum(torch.floor(lam * rank.double() + self.bias).long(), n_v - 1).clamp_min(0)
+            lam_rank = self.scale * rank.double()
+        k = torch.minimum(torch.floor(lam_rank + self.bias).long(), n_v - 1).clamp_min(0)
         prune = (rank != n_v) & (n_r > 0) & (n_v > 0)  # full column rank or no raters: keep all
         k = torch.where(prune, k, n_v)
         keep = keep_top_visual(score, state, k)
@@ -369,6 +389,20 @@ class SparseVLM(InLLMCompressor):
         c = torch.floor(m.double() * self.CLUSTER_SHARE).long() + 1
         cluster, centre = recycle_clusters(hidden, cand, c)
         return keep | centre, merge_clusters(hidden, cluster)
+
+    def stage_count(self, stage, n0, current):
+        """With raters of full row rank (``rank(P) = raters < n_v``, the usual case; the count
+        then does not depend on how many raters there are) — exact for the default λ only."""
+        if self.scale is not None:
+            raise ValueError("with an explicit scale λ SparseVLM's counts depend on the raters' rank (data)")
+        if self.retention_ratio >= 1.0 or current == 0:
+            return current
+        k = min(math.floor(self.retention_ratio * n0 + self.bias), current - 1)
+        k = max(k, 0)
+        if not self.recycle:
+            return k
+        m = math.floor((current - k) * self.RECYCLE_SHARE) + 1
+        return k + math.floor(m * self.CLUSTER_SHARE) + 1
 
 
 def recycle_clusters(hidden: torch.Tensor, cand: torch.Tensor, n_clusters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,6 +46,7 @@ from llava.analysis.efficiency.geometry import (
     LLMGeometry,
 )
 from llava.analysis.efficiency.paper import (
+    PAPER_AAAI_R10,
     PAPER_NOTE,
     PAPER_TABLES,
     PaperRow,
@@ -68,6 +69,8 @@ from llava.analysis.efficiency.tables import (
     DEFAULT_RATIOS,
     efficiency_table,
     format_table,
+    in_llm_table,
+    render_aaai_table,
     render_main_table,
     render_paper_table,
 )
@@ -79,6 +82,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_RATIOS",
     "NOMINAL_TOKENS",
+    "PAPER_AAAI_R10",
     "PAPER_NOTE",
     "PAPER_TABLES",
     "V16_GRID_PINPOINTS",
@@ -91,6 +95,7 @@ __all__ = [
     "build_parser",
     "efficiency_table",
     "format_table",
+    "in_llm_table",
     "kv_cache_bytes",
     "kv_cache_bytes_per_layer",
     "layer_ops",
@@ -107,6 +112,7 @@ __all__ = [
     "paper_row",
     "prefill_flops",
     "prefill_flops_per_layer",
+    "render_aaai_table",
     "render_main_table",
     "render_paper_table",
     "roofline",
