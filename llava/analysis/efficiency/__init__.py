@@ -20,7 +20,7 @@ LLM-Viewer roofline with *unfused* attention (fp16, batch 1) at 312 TFLOP/s, but
 Modules: :mod:`.geometry` (LLM shapes, accelerators), :mod:`.formulas` (token counts, per-layer
 token profiles, FLOPs, KV cache), :mod:`.roofline` (operator-level times), :mod:`.paper` (the
 paper's tables and their reproduction), :mod:`.tables` (report rows and text tables),
-:mod:`.cli`. Everything is pure arithmetic: no torch import unless ``--image-size`` is used.
+:mod:`.stages` (what each stage of one run saved), :mod:`.cli`. Everything is pure arithmetic: no torch import unless ``--image-size`` is used.
 """
 
 from llava.analysis.efficiency.cli import build_parser, main
@@ -64,6 +64,7 @@ from llava.analysis.efficiency.roofline import (
     roofline,
     roofline_per_layer,
 )
+from llava.analysis.efficiency.stages import stage_report
 from llava.analysis.efficiency.tables import (
     DEFAULT_METHOD,
     DEFAULT_RATIOS,
@@ -117,5 +118,6 @@ __all__ = [
     "render_paper_table",
     "roofline",
     "roofline_per_layer",
+    "stage_report",
     "uniform_profile",
 ]
