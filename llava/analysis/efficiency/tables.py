@@ -86,20 +86,8 @@ def efficiency_table(
             plain = roofline(
                 geom, count, accel, False, causal=causal, text_tokens=text_tokens, kv_bytes=kv_bytes
             )
-            row: dict[str, Any] = {
-                "model": geom.name,
-                "method": label,
-                "ratio": ratio,
-                "tokens": count,
-                "text_tokens": text_tokens,
-                "tflops": prefill_flops(geom, n, causal=causal) / 1e12,
-                "kv_mb": kv / 1e6,
-                "paper_convention": paper_convention_kv_mb(kv),
-                "accelerator": accel.name,
-                "prefill_ms": fused["prefill_s"] * 1e3,
-                "prefill_ms_unfused": plain["prefill_s"] * 1e3,
-                "decode_ms": fused["decode_s"] * 1e3,
-            }
+            row = _cost_row(geom, label, ratio, count, text_tokens, prefill_flops(geom, n, causal=causal), kv,
+                            accel, fused, plain)
             if paper:
                 aaai = paper_aaai_r10(geom, _method_key(label), ratio) if base_tokens == NOMINAL_TOKENS else None
                 row.update(
@@ -120,6 +108,25 @@ def efficiency_table(
                 )
             rows.append(row)
     return rows
+
+
+def _cost_row(geom: LLMGeometry, method: str, ratio: float, tokens: int, text_tokens: int, flops: float,
+              kv: float, accel: Accelerator, fused: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every report row has (see :func:`efficiency_table`)."""
+    return {
+        "model": geom.name,
+        "method": method,
+        "ratio": ratio,
+        "tokens": tokens,
+        "text_tokens": text_tokens,
+        "tflops": flops / 1e12,
+        "kv_mb": kv / 1e6,
+        "paper_convention": paper_convention_kv_mb(kv),
+        "accelerator": accel.name,
+        "prefill_ms": fused["prefill_s"] * 1e3,
+        "prefill_ms_unfused": plain["prefill_s"] * 1e3,
+        "decode_ms": fused["decode_s"] * 1e3,
+    }
 
 
 def _method_key(label: str) -> str:
@@ -165,23 +172,9 @@ def in_llm_table(
         for accel in accelerators:
             fused = roofline_per_layer(geom, seq, accel, True, causal=causal, kv_bytes=kv_bytes)
             plain = roofline_per_layer(geom, seq, accel, False, causal=causal, kv_bytes=kv_bytes)
-            row: dict[str, Any] = {
-                "model": geom.name,
-                "method": comp.name,
-                "ratio": ratio,
-                "tokens": entering,
-                "tokens_last_layer": profile[-1],
-                "tokens_per_layer": profile,
-                "profile": profile_text(geom, profile),
-                "text_tokens": text_tokens,
-                "tflops": prefill_flops_per_layer(geom, seq, causal=causal) / 1e12,
-                "kv_mb": kv / 1e6,
-                "paper_convention": paper_convention_kv_mb(kv),
-                "accelerator": accel.name,
-                "prefill_ms": fused["prefill_s"] * 1e3,
-                "prefill_ms_unfused": plain["prefill_s"] * 1e3,
-                "decode_ms": fused["decode_s"] * 1e3,
-            }
+            row = _cost_row(geom, comp.name, ratio, entering, text_tokens,
+                            prefill_flops_per_layer(geom, seq, causal=causal), kv, accel, fused, plain)
+            row.update(tokens_last_layer=profile[-1], tokens_per_layer=profile, profile=profile_text(geom, profile))
             if paper:
                 ref = paper_aaai_r10(geom, comp.name, ratio) if base_tokens == NOMINAL_TOKENS and not text_tokens else None
                 row.update(paper_aaai_tflops=ref[0] if ref else None, paper_aaai_memory_gb=ref[1] if ref else None)
