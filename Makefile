@@ -6,11 +6,15 @@ BIN := $(VENV)/bin
 # (or run `make TORCH=torch setup`).
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# lmms-eval without its declared requirements (they pull a CUDA torch and torchvision), plus the
+# pinned `lmms` extra of pyproject.toml: what its CLI, registry and evaluator import.
+LMMS_EVAL ?= lmms-eval==0.7.3
+LMMS_STAMP := $(VENV)/.lmms-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup lmms demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +24,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(LMMS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,lmms]"
+	$(BIN)/pip install -q --no-deps "$(LMMS_EVAL)"
+	$(BIN)/python -c "import importlib.util as u, sys; sys.exit('error: torchvision got installed' if u.find_spec('torchvision') else 0)"
+	$(BIN)/python -c "import lmms_eval.evaluator, lmms_eval.models as m; \
+		assert {'llava_gc2', 'llava_hf_gc2', 'llava_onevision_gc2', 'qwen2_vl_gc2', 'qwen2_5_vl_gc2'} <= set(m.AVAILABLE_MODELS)"
+	touch $(LMMS_STAMP)
+
+lmms: $(LMMS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m llava.demo
 
-test: $(STAMP)
+test: $(STAMP) $(LMMS_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

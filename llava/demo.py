@@ -6,7 +6,9 @@ Writes a tiny original-format checkpoint (``checkpoints/tiny-llava-v1.6``) and a
 each stage. Then the same picture through transformers' own classes with :mod:`llava.hf`: a
 tiny LLaVA-OneVision (real 27×27 SigLIP views, ``anyres_max_9``) and a tiny Qwen2-VL, with
 ``llava.hf.generate`` and with the stock ``model.generate`` after ``llava.hf.install``
-(fixed-count budgets). The weights are random: the answer text is noise, the mechanics are real.
+(fixed-count budgets). Last, a 16-frame clip (written with PyAV) through a tiny OneVision
+checkpoint with ``run_video``, uncompressed and with GlobalCom²'s frame budgets. The weights
+are random: the answer text is noise, the mechanics are real.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main(argv=None) -> None:
         print(f"\n=== {title} ===", flush=True)
         run_llava.main(common + extra)
     hf_demo(image, args.ratio)
+    video_demo(args.out, args.ratio)
 
 
 def hf_demo(image_path: str, ratio: float) -> None:
@@ -103,6 +106,46 @@ def hf_demo(image_path: str, ratio: float) -> None:
                       f"stock model.generate runs on them")
             finally:
                 llava.hf.uninstall(model, processor)
+
+
+def demo_video(path: str, frames: int = 16, size=(320, 192)) -> str:
+    """A deterministic clip (PyAV, mpeg4): the demo picture's shapes, the red disc moving right."""
+    import av
+
+    w, h = size
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            im = Image.new("RGB", size, (60, 90, 140))
+            d = ImageDraw.Draw(im)
+            d.rectangle((200, 20, 300, 80), fill=(250, 220, 30))
+            x = 20 + 12 * i
+            d.ellipse((x, 90, x + 70, 160), fill=(230, 40, 40))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(im), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def video_demo(out_dir: str, ratio: float) -> None:
+    """GlobalCom² on a video: a tiny LLaVA-OneVision checkpoint (384-px frames pooled to 14×14)
+    asked about a 16-frame clip with ``run_video`` (8 frames sampled)."""
+    from llava.eval import run_video
+    from llava.testing.tiny_hf import save_checkpoint, tiny_onevision
+
+    ckpt = os.path.join(out_dir, "tiny-onevision-hf")
+    if not os.path.isfile(os.path.join(ckpt, "config.json")):
+        save_checkpoint(*tiny_onevision(image_size=384), ckpt)
+    clip = demo_video(os.path.join(out_dir, "demo.mp4"))
+    common = ["--model-path", ckpt, "--video-file", clip, "--query", "What moves?", "--num-frames", "8",
+              "--max-new-tokens", "8", "--stats", "--device", "cpu"]
+    for title, extra in [
+        ("video, LLaVA-OneVision, uncompressed", []),
+        (f"video, GlobalCom² R={ratio} (frame budgets from the global video representation)",
+         ["--compression", "globalcom2", "--retention-ratio", str(ratio)]),
+    ]:
+        print(f"\n=== {title} ===", flush=True)
+        run_video.main(common + extra)
 
 
 if __name__ == "__main__":

@@ -507,3 +507,23 @@ def test_compression_is_differentiable_when_grad_is_on():
     assert torch.equal(newline.grad, torch.full((8,), float((out.index == 5 * N).sum())))
     with torch.no_grad():
         assert torch.equal(comp.compress(views, newline, lay, scores).tokens, out.tokens)
+
+
+def test_index_caches_made_under_inference_mode_serve_autograd_later():
+    """The cached index tensors are built outside inference mode: a first call under
+    ``torch.inference_mode()`` (as the eval drivers and lmms-eval run) must not poison a later
+    call with autograd (an inference tensor cannot be saved for backward)."""
+    from llava.compression import layout as L
+
+    for fn in (L._arange, L._crop_cell_index, L.visible_cells, L._valid_mask, L._region_ids, L.crop_token_counts):
+        fn.cache_clear()
+    lay = layout((1000, 600))
+    views, newline, scores = torch.randn(5, N, 8), torch.randn(8), torch.randn(5, N)
+    comp = GlobalCom2(retention_ratio=0.25)
+    with torch.inference_mode():
+        first = comp.compress(views, newline, lay, scores).tokens
+    views.requires_grad_(True)
+    scores.requires_grad_(True)  # scores from a tower run with autograd: index_add_ saves its index
+    out = comp.compress(views, newline, lay, scores)
+    out.tokens.sum().backward()
+    assert torch.equal(out.tokens.detach(), first) and views.grad is not None

@@ -306,3 +306,21 @@ def test_module_entry_point():
         check=True,
     )
     assert json.loads(proc.stdout)[0]["tokens"] == 1440
+
+
+def test_cli_video_frames_times_tokens_per_frame(capsys):
+    from llava.compression import VideoLayout, build_compressor
+
+    rows = run_json(capsys, "--model", "7b", "--frames", "32", "--tokens-per-frame", "196", "--ratios", "1", "0.25", "0.1")
+    assert [r["tokens"] for r in rows] == [6272, 1568, 627]  # floor(R · F · N)
+    for r, ratio in zip(rows, (1, 0.25, 0.1)):  # what the video methods keep with budget="exact"
+        assert r["tokens"] == build_compressor("globalcom2", retention_ratio=ratio, budget="exact").token_count(
+            VideoLayout(32, 14, 14))
+    assert rows[1]["tflops"] == pytest.approx(prefill_flops(G7, 1568) / 1e12)
+    out = run_cli(capsys, "--model", "7b", "--frames", "8", "--tokens-per-frame", "300", "--ratios", "1")
+    assert out.splitlines()[0] == "Video: 8 frames x 300 tokens = 2400 visual tokens, T = floor(R x 2400)"
+    for argv in (["--frames", "8"], ["--frames", "8", "--tokens-per-frame", "0"],
+                 ["--frames", "8", "--tokens-per-frame", "196", "--image-size", "10", "10"]):
+        with pytest.raises(SystemExit) as exc:
+            eff.main(argv)
+        assert exc.value.code == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import new_tokens, process
+from hf_helpers import masked_full_reference, new_tokens, process
 
 import llava.hf
 from llava.compression import build_compressor
@@ -17,33 +17,6 @@ SIZES = [(300, 200), (90, 140), (230, 230)]  # three images of different grids
 @pytest.fixture(params=FAMILIES)
 def qwen(request):
     return request.getfixturevalue(request.param)
-
-
-def masked_full_reference(model, inputs, records):
-    """The unpatched model on the FULL prompt, every dropped image token masked out as a key
-    (loops over rows and runs: an oracle independent of llava.hf's splice)."""
-    ids, mask = inputs["input_ids"], inputs["attention_mask"].clone()
-    image_id = model.config.image_token_id
-    it = iter(records)
-    for b in range(ids.shape[0]):
-        row = ids[b].tolist()
-        p = 0
-        while p < len(row):
-            if row[p] == image_id and mask[b, p]:
-                rec = next(it)
-                n = rec.layout.num_tokens()
-                assert row[p : p + n] == [image_id] * n
-                drop = torch.ones(n, dtype=torch.bool)
-                drop[rec.kept] = False
-                mask[b, p : p + n][drop] = 0
-                p += n
-            else:
-                p += 1
-    positions, _ = type(model.model).get_rope_index(
-        model.model, ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"],
-        attention_mask=inputs["attention_mask"],
-    )
-    return mask, positions
 
 
 @pytest.mark.parametrize("comp_kw", [

@@ -101,3 +101,27 @@ def test_cli_writes_png(tiny_ckpt, tmp_path):
 
     assert Image.open(out).size == vis.output_size(AnyResLayout.for_image((1000, 300), V16_PINPOINTS))
     assert vis.output_size(AnyResLayout.for_image((1000, 300), V16_PINPOINTS)) == (12 + 336 + 12 + 1008 + 12, 44 + 336 + 12)
+
+
+@pytest.mark.parametrize("method", ["globalcom2", "evs"])
+def test_frame_strip_greys_out_exactly_the_dropped_video_tokens(method):
+    from llava.analysis import frame_strip as fs
+    from llava.compression import VideoLayout
+    from llava.compression.scoring import neg_cos_scores
+
+    lay = VideoLayout(6, 3, 4, newline=True)
+    x = torch.randn(6, 12, 8, generator=torch.Generator().manual_seed(0)) + torch.randn(6, 1, 8) * 2
+    record = build_compressor(method, retention_ratio=0.3).compress(x, torch.zeros(8), lay, neg_cos_scores(x))
+    frames = np.full((12, 30, 40, 3), RED, np.uint8)  # 12 sampled frames: two per record frame (as Qwen)
+    pic = fs.render_frame_strip(frames, record, cell=16, per_row=4, labels=False)
+    arr = np.asarray(pic)
+    masks = fs.frame_masks(record)
+    for f in range(6):
+        x0 = vis.MARGIN + (f % 4) * (4 * 16 + vis.MARGIN)
+        y0 = vis.HEADER + (f // 4) * (3 * 16 + fs.LABEL_H + vis.MARGIN) + fs.LABEL_H
+        assert np.array_equal(kept_cells(arr[y0 : y0 + 48, x0 : x0 + 64], 16), masks[f].numpy())
+    assert int(masks.sum()) == sum(record.info()["frame_kept"])
+    labels = fs.frame_labels(record)
+    assert len(labels) == 6 and all(lab.startswith("r" if method == "globalcom2" else "kept") for lab in labels)
+    with pytest.raises(ValueError, match="5 sampled frames for a record of 6 frames"):
+        fs.render_frame_strip(frames[:5], record)

@@ -2,7 +2,9 @@
 
 ``python -m llava.analysis.visualize --model-path DIR --image-file IMG --retention-ratio 0.25
 [--compression globalcom2|fastervlm|uniform_random|none] [--out selection.png]`` plus any other
-compression flag (``--tau``, ``--alpha``, ``--allocation``, ``--score``, ...).
+compression flag (``--tau``, ``--alpha``, ``--allocation``, ``--score``, ...). With
+``--video-file CLIP --num-frames F`` (and a transformers OneVision / Qwen2-VL / Qwen2.5-VL
+folder) it draws a strip of the frames instead (:mod:`.frame_strip`).
 
 The PNG shows the thumbnail view (left: the whole image squashed to one view) and the crop
 canvas (right: the image resized and letterboxed to the AnyRes resolution, with the crop grid),
@@ -174,9 +176,14 @@ def selection_title(record, compressor) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m llava.analysis.visualize", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-path", required=True, help="local LLaVA-NeXT checkpoint folder")
+    ap.add_argument("--model-path", required=True,
+                    help="local LLaVA-NeXT checkpoint folder (--image-file), or a transformers LLaVA-OneVision / "
+                         "Qwen2-VL / Qwen2.5-VL folder (--video-file)")
     ap.add_argument("--model-name", default=None)
-    ap.add_argument("--image-file", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image-file")
+    src.add_argument("--video-file", help="draw a strip of the video's frames, each labelled with its budget r_f")
+    ap.add_argument("--num-frames", type=int, default=8, help="frames sampled from --video-file (default 8)")
     ap.add_argument("--out", default="selection.png", help="PNG to write (default selection.png)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-labels", action="store_true", help="leave out the per-crop r_j boxes")
@@ -193,6 +200,8 @@ def main(argv=None) -> str:
 
     args = build_parser().parse_args(argv)
     compressor = compressor_from_args(args)
+    if args.video_file is not None:
+        return draw_video(args, compressor)
     name = args.model_name or get_model_name_from_path(args.model_path)
     tokenizer, model, processor, _ = load_pretrained_model(args.model_path, None, name, device=args.device,
                                                            compressor=compressor)
@@ -216,6 +225,31 @@ def main(argv=None) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     picture.save(args.out)
     print(f"{selection_title(record, compressor)}; wrote {args.out}", file=sys.stderr)
+    return args.out
+
+
+def draw_video(args, compressor) -> str:
+    """``--video-file``: run the transformers model on the sampled frames, draw the frame strip."""
+    import llava.hf
+    from llava.eval.run_video import build_prompt, load_model, read_frames
+    from llava.hf.processors import load_processor
+
+    from .frame_strip import render_frame_strip
+
+    processor = load_processor(args.model_path)
+    frames, meta = read_frames(processor, args.video_file, args.num_frames)
+    model = load_model(args.model_path, args.device, None)
+    inputs = processor(videos=[frames], video_metadata=[meta], text=[build_prompt(processor, "Describe the video.")],
+                       return_tensors="pt").to(model.device)
+    with torch.inference_mode():
+        _, records = llava.hf.prepare_inputs(model, compressor, **inputs)
+    record = records[-1]
+    title = selection_title(record, compressor)
+    picture = render_frame_strip(frames, record, title=title, labels=not args.no_labels,
+                                 frame_indices=[int(i) for i in meta.frames_indices])
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    picture.save(args.out)
+    print(f"{title}; wrote {args.out}", file=sys.stderr)
     return args.out
 
 

@@ -18,6 +18,7 @@ from .functional import (
     topk_mask,
 )
 from .in_llm import FastV, InLLMCompressor, LLMStage, PDrop, SparseVLM, llm_stage
+from .layout import VideoLayout
 from .methods import (
     BUDGETS,
     COMPRESSORS,
@@ -33,15 +34,17 @@ from .methods import (
     UniformRandom,
     build_compressor,
     option_names,
+    register_compressor,
 )
 from .pipeline import Pipeline, compose
 from .scoring import CLS_KINDS, SCORE_KINDS, cls_attention_scores, neg_cos_scores, received_attention
+from .video_methods import EVS, VidCom2  # registers the video-only methods
 
 __all__ = [
-    "AnyResLayout", "BUDGETS", "FastV", "InLLMCompressor", "LLMStage", "PDrop", "Pipeline", "SparseVLM", "compose",
-    "llm_stage", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "FasterVLM",
+    "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "EVS", "FasterVLM",
+    "FastV", "InLLMCompressor", "LLMStage", "PDrop", "Pipeline", "SparseVLM", "compose", "llm_stage",
     "GlobalCom2", "NoCompression", "NonFiniteScoresError", "PackPlan", "SCORE_KINDS", "ScoreRequest", "Selection",
     "TopKCompressor", "UniformRandom", "build_compressor", "cls_attention_scores", "gather_tokens", "neg_cos_scores",
-    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total", "scatter_visible",
-    "topk_mask",
+    "option_names", "pack", "pack_indices", "pack_plan", "received_attention", "reconcile_total",
+    "register_compressor", "scatter_visible", "topk_mask", "VidCom2", "VideoLayout",
 ]

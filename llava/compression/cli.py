@@ -13,6 +13,7 @@ softmax temperature; ``--temperature`` stays the sampling temperature of the LLa
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import in_llm  # noqa: F401  (registers the in-LLM methods)
 from .methods import BUDGETS, COMPRESSORS, CROP_ORDERS, Compressor, GlobalCom2, build_compressor, option_names
@@ -29,16 +30,17 @@ def _on_off(text: str) -> bool:
 
 _FLAGS = {
     "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default 0.25)"),
-    "temperature": dict(type=float, help="softmax temperature τ of the crop budgets (globalcom2; default 10). "
-                        "Named --tau because --temperature is the sampling temperature of every LLaVA CLI"),
+    "temperature": dict(type=float, help="softmax temperature τ of the crop / frame budgets (globalcom2: default 10; "
+                        "vidcom2: default 0.01). Named --tau because --temperature is the sampling temperature of "
+                        "every LLaVA CLI"),
     "alpha": dict(type=float, help="weight of the global score, 0 = local only, 1 = global only (globalcom2; default 0.5)"),
-    "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop budget rule (globalcom2; default softmax_sum)"),
+    "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop (video: frame) budget rule (globalcom2; default softmax_sum)"),
     "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), "
                   "neg_cos (CLS-free), attn_received (attention each token receives, CLS-free)"),
     "score_layer": dict(type=int, help="vision layer whose attention scores tokens (globalcom2 -1, fastervlm -2)"),
     "layout": dict(choices=("faithful", "reference"), help="token packing: faithful (default) or reference (the release's sequence)"),
     "budget": dict(choices=BUDGETS, help="adaptive (default) or exact: the kept count a function of the image size "
-                   "and R (sizes placeholders before the vision tower runs)"),
+                   "(video: frames × tokens per frame) and R (sizes placeholders before the vision tower runs)"),
     "seed": dict(type=int, help="random seed (uniform_random)"),
     "crop_order": dict(choices=CROP_ORDERS, help="crops in the sequence: forward (the host's order, default) or "
                        "reverse (reverse raster order; same tokens, for the positional-bias study)"),
@@ -107,6 +109,34 @@ def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
         raise SystemExit(f"error: --compression {name} does not take {flags}")
     comp = build_compressor(name, **given)
     return None if name == "none" else comp
+
+
+def option_args() -> dict[str, str]:
+    """Every method option under its argument name, as the flags spell it without ``--``
+    (``tau`` for ``temperature``): for callers that take ``key=value`` options."""
+    return {_dest(name): name for name in _FLAGS}
+
+
+def option_value(option: str, value: Any) -> Any:
+    """``value`` as the type the option's flag takes — for callers whose values arrive loosely
+    typed (``"0.25"``, or ``-1.0`` for ``score_layer`` from a ``key=value`` string). A value that
+    does not fit raises ``ValueError`` naming the option."""
+    kind = _FLAGS[option].get("type", str)
+    if kind is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            try:
+                return int(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{option} must be an integer, got {value!r}") from None
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{option} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{option} must be a number, got {value!r}") from None
+    return str(value)
 
 
 def compression_config(compressor: Compressor | None) -> dict:

@@ -37,7 +37,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from . import functional as Fn
-from .methods import COMPRESSORS, Compressor, Selection, _check_ratio
+from .methods import Compressor, Selection, _check_ratio, register_compressor
 
 
 class LLMStage(NamedTuple):
@@ -423,7 +423,8 @@ def recycle_clusters(hidden: torch.Tensor, cand: torch.Tensor, n_clusters: torch
     return cluster, centre
 
 
-COMPRESSORS.update({cls.name: cls for cls in (FastV, SparseVLM, PDrop)})
+for _cls in (FastV, SparseVLM, PDrop):
+    register_compressor(_cls)
 
 
 def surviving_selection(record) -> tuple[torch.Tensor, torch.Tensor]:

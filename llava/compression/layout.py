@@ -110,7 +110,24 @@ class AnyResLayout:
         return self.tokens_per_view + rows * (cols + nl)
 
 
-@functools.lru_cache(maxsize=64)
+def tensor_cache(maxsize: int):
+    """``functools.lru_cache`` for functions that build constant index tensors. They are built
+    outside inference mode, so a tensor first made under ``torch.inference_mode()`` (the eval
+    drivers, lmms-eval) is still an ordinary tensor when a later call runs with autograd."""
+
+    def deco(fn):
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(fn)
+        def cached(*args):
+            with torch.inference_mode(False):
+                return fn(*args)
+
+        return cached
+
+    return deco
+
+
+@tensor_cache(maxsize=64)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
 
@@ -123,7 +140,7 @@ def _nearest_source(n_in: int, n_out: int) -> torch.Tensor:
     return ((2 * i + 1) * n_in) // (2 * n_out)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[grid_h·side, grid_w·side]``: canvas cell → ``j·N + t`` (crop j, token t of its grid)."""
     s, n_tok = layout.side, layout.tokens_per_view
@@ -132,7 +149,7 @@ def _crop_cell_index(layout: AnyResLayout, device: torch.device) -> torch.Tensor
     return ((r // s) * layout.grid_w + c // s) * n_tok + (r % s) * s + (c % s)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def visible_cells(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[rows, cols]`` of the visible canvas (raster order) → ``j·N + t``: the crop token each
     visible cell is (or, after a shrink, stands for)."""
@@ -143,7 +160,7 @@ def visible_cells(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     return _crop_cell_index(layout, device)[r[:, None], c[None, :]]
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _valid_mask(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``[n, N]`` bool: the crop tokens the LLM sees."""
     mask = torch.zeros(layout.n_crops * layout.tokens_per_view, dtype=torch.bool, device=device)
@@ -151,7 +168,7 @@ def _valid_mask(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     return mask.reshape(layout.n_crops, layout.tokens_per_view)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _region_ids(side: int, grid_w: int, grid_h: int, device: torch.device) -> torch.Tensor:
     """Thumbnail token → crop region under an even ``grid_h × grid_w`` partition of the
     ``side × side`` map (``side // g`` per part, the remainder to the last part)."""
@@ -185,7 +202,53 @@ def crop_valid_mask(layout: AnyResLayout, device: torch.device | str = "cpu") ->
     return _valid_mask(layout, torch.device(device))
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def crop_token_counts(layout: AnyResLayout, device: torch.device) -> torch.Tensor:
     """``N_j``: visible tokens per crop, ``[n]`` int64."""
     return _valid_mask(layout, device).sum(1)
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the tokens of one video sit: ``frames`` frames of ``rows × cols`` tokens each, in
+    frame order and raster order inside a frame, then (``newline``) one trailing newline token.
+
+    LLaVA-OneVision: every sampled frame is a 27×27 SigLIP view pooled to ``14 × 14`` and one
+    ``image_newline`` closes the video. Qwen2-VL / Qwen2.5-VL: a "frame" is one temporal patch
+    (two sampled frames) of ``h/2 × w/2`` merged tokens, no newline. ``tokens_per_view`` and
+    ``n_views`` name the same quantities as for images, so checks written for views apply.
+    """
+
+    frames: int
+    rows: int
+    cols: int
+    newline: bool = False
+
+    def __post_init__(self):
+        if self.frames < 1 or self.rows < 1 or self.cols < 1:
+            raise ValueError(f"a video needs at least one frame of at least one token, got {self}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def tokens_per_view(self) -> int:
+        return self.tokens_per_frame
+
+    @property
+    def n_views(self) -> int:
+        return self.frames
+
+    @property
+    def view_shape(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+    @property
+    def frame_tokens(self) -> int:
+        """``F·N``: the frame tokens of the video, the newline excluded."""
+        return self.frames * self.tokens_per_frame
+
+    def num_tokens(self) -> int:
+        """The host's uncompressed placeholder run: every frame token, then the newline."""
+        return self.frame_tokens + int(self.newline)

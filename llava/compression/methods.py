@@ -17,7 +17,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from . import functional as Fn
+from . import video as Vd
 from .functional import AnyResLayout
+from .layout import VideoLayout
 from .scoring import SCORE_KINDS
 
 
@@ -32,12 +34,20 @@ class ScoreRequest(NamedTuple):
 class Selection:
     """What one image keeps. ``thumb_keep`` ``[N]``, ``crop_keep`` ``[n, N]`` (bool, true
     grid positions); ``budgets`` ``[n]`` per-crop ratios r_j; ``thumb_order`` the kept
-    thumbnail indices by descending score (used by the ``reference`` layout)."""
+    thumbnail indices by descending score (used by the ``reference`` layout).
+
+    What one video keeps: ``crop_keep`` ``[F, N]`` holds the frames' masks (also as
+    :attr:`frame_keep`), ``budgets`` ``[F]`` the per-frame ratios r_f, ``thumb_keep`` is empty."""
 
     thumb_keep: torch.Tensor
     crop_keep: torch.Tensor
     budgets: torch.Tensor | None = None
     thumb_order: torch.Tensor | None = None
+
+    @property
+    def frame_keep(self) -> torch.Tensor:
+        """A video's per-frame masks ``[F, N]`` (the same tensor as ``crop_keep``)."""
+        return self.crop_keep
 
 
 @dataclass
@@ -70,7 +80,7 @@ class LLMRecord:
 
 @dataclass
 class CompressedImage:
-    """What one image became. ``kept`` ``[T]``: the position of every packed token in the
+    """What one image (or one video: ``layout`` is then a :class:`VideoLayout`) became. ``kept`` ``[T]``: the position of every packed token in the
     host's *uncompressed* placeholder run for this image (sequence order) — so the compressed
     sequence equals the full one with everything else masked out; ``None`` for the
     ``reference`` layout, whose sequence is not a subsequence of the host's."""
@@ -78,15 +88,32 @@ class CompressedImage:
     tokens: torch.Tensor | None  # [T, D] (None in the records kept on the model)
     index: torch.Tensor  # [T] into views.reshape(V·N, D); V·N = newline
     selection: Selection
-    layout: AnyResLayout
+    layout: AnyResLayout | VideoLayout
     kept: torch.Tensor | None = None  # [T] positions in the uncompressed run
     #: set after the prefill when an in-LLM method pruned this image's tokens
     llm: LLMRecord | None = None
 
+    @property
+    def is_video(self) -> bool:
+        return isinstance(self.layout, VideoLayout)
+
     def info(self) -> dict[str, Any]:
-        """Host-side summary (token counts, budgets) — syncs, so call it outside hot loops."""
+        """Host-side summary (token counts, budgets) — syncs, so call it outside hot loops.
+        A video's: ``frames``, ``frame_shape``, ``frame_kept`` and, when the method allocates
+        them, the per-frame ``budgets`` r_f."""
         sel = self.selection
         full = self.layout.num_tokens()
+        if self.is_video:
+            out = {
+                "tokens": int(self.index.shape[0]),
+                "tokens_uncompressed": full,
+                "frames": self.layout.frames,
+                "frame_shape": list(self.layout.view_shape),
+                "frame_kept": sel.crop_keep.sum(dim=1).tolist(),
+            }
+            if sel.budgets is not None:
+                out["budgets"] = [round(float(b), 6) for b in sel.budgets.tolist()]
+            return out
         out = {
             "tokens": int(self.index.shape[0]),
             "tokens_uncompressed": full,
@@ -153,6 +180,12 @@ class Compressor:
     def select(self, layout: AnyResLayout, scores: torch.Tensor | None, views: torch.Tensor) -> Selection:
         raise NotImplementedError
 
+    def select_video(self, layout: VideoLayout, scores: torch.Tensor | None, frames: torch.Tensor) -> Selection:
+        """Which tokens of a video to keep: ``frames`` ``[F, N, D]`` (the tokens the LLM sees),
+        ``scores`` ``[F, N]`` as asked for by :meth:`score_request` → a :class:`Selection`
+        with ``crop_keep`` ``[F, N]`` (and per-frame ``budgets`` when the method allocates them)."""
+        raise NotImplementedError(f"{self.name} does not compress videos")
+
     def newline_policy(self) -> str:
         """Which canvas rows end in a newline: ``kept`` (rows still holding a kept token,
         vanilla) or ``all`` (a count fixed by the image size)."""
@@ -175,7 +208,13 @@ class Compressor:
 
         ``scores`` ``[V, N]`` as asked for by :meth:`score_request`. ``project`` (a per-token
         map, e.g. the vision→language projector) is applied to the kept tokens only, so
-        ``views`` may be the vision tower's features; without it ``C == D``."""
+        ``views`` may be the vision tower's features; without it ``C == D``.
+
+        A video: ``layout`` a :class:`VideoLayout`, ``views`` its frames ``[F, N, C]``,
+        ``scores`` ``[F, N]``, ``newline`` the token closing the video (``None`` if it has none);
+        see :meth:`select_video`."""
+        if isinstance(layout, VideoLayout):
+            return self._compress_video(views, newline, layout, scores, project)
         if views.shape[0] != layout.n_views or views.shape[1] != layout.tokens_per_view:
             raise ValueError(
                 f"got {tuple(views.shape[:2])} views×tokens, the image layout needs "
@@ -194,6 +233,34 @@ class Compressor:
         tokens = Fn.gather_tokens(views, newline, plan.index, plan.newline_pos, project)
         return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
 
+    def _compress_video(
+        self,
+        frames: torch.Tensor,
+        newline: torch.Tensor | None,
+        layout: VideoLayout,
+        scores: torch.Tensor | None,
+        project: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> CompressedImage:
+        if frames.dim() != 3 or tuple(frames.shape[:2]) != (layout.frames, layout.tokens_per_frame):
+            raise ValueError(
+                f"got frames of shape {tuple(frames.shape)}, the video layout needs "
+                f"({layout.frames}, {layout.tokens_per_frame}, D)"
+            )
+        finite = _finite_flag(scores) if scores is not None else None
+        sel = self.select_video(layout, scores, frames)
+        plan = Vd.pack_video(layout, sel.crop_keep)
+        if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
+            raise NonFiniteScoresError(
+                f"{self.name}: the vision tower's token scores contain NaN or inf "
+                f"(scores dtype {scores.dtype}); the video cannot be compressed"
+            )
+        if newline is None:
+            if layout.newline:
+                raise ValueError("the video layout ends in a newline token but no newline was given")
+            newline = frames.new_zeros(frames.shape[-1])  # never written: no newline slot
+        tokens = Fn.gather_tokens(frames, newline, plan.index, plan.newline_pos, project)
+        return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
 
@@ -207,6 +274,9 @@ class NoCompression(Compressor):
     def select(self, layout, scores, views):
         thumb, crops = Fn.keep_all(layout, views.device)
         return Selection(thumb, crops)
+
+    def select_video(self, layout, scores, frames):
+        return _video_selection(Vd.keep_all_frames(layout, frames.device))
 
 
 BUDGETS = ("adaptive", "exact")
@@ -237,7 +307,11 @@ class TopKCompressor(Compressor):
     def newline_policy(self) -> str:
         return "all" if self.budget == "exact" else "kept"
 
-    def token_count(self, layout: AnyResLayout) -> int | None:
+    def token_count(self, layout: AnyResLayout | VideoLayout) -> int | None:
+        if isinstance(layout, VideoLayout):
+            if self.budget == "exact":
+                return Fn.floor_count(layout.frame_tokens, self.retention_ratio) + int(layout.newline)
+            return self.video_token_count(layout)
         thumb = Fn.floor_count(layout.tokens_per_view, self.retention_ratio)
         if layout.n_crops == 0:
             return thumb + int(layout.newline)
@@ -245,6 +319,11 @@ class TopKCompressor(Compressor):
             return None
         rows = layout.grid_h * layout.side if self.layout == "reference" else layout.visible_shape[0]
         return thumb + Fn.floor_count(layout.canvas_tokens, self.retention_ratio) + rows * int(layout.newline)
+
+    def video_token_count(self, layout: VideoLayout) -> int | None:
+        """The packed length of a video under ``budget="adaptive"`` when it depends on the
+        shape alone: ``⌊N·R⌋`` in every frame, plus the newline."""
+        return layout.frames * Fn.floor_count(layout.tokens_per_frame, self.retention_ratio) + int(layout.newline)
 
     def check_geometry(self, tokens_per_view: int) -> None:
         if Fn.floor_count(tokens_per_view, self.retention_ratio) == 0:
@@ -286,6 +365,18 @@ class TopKCompressor(Compressor):
         if self.budget == "exact":
             crop_keep = Fn.reconcile_total(crop_keep, ranking, Fn.floor_count(layout.canvas_tokens, self.retention_ratio))
         return Selection(thumb_keep, crop_keep, budgets=r if self.reports_budgets else None, thumb_order=order)
+
+    def select_video(self, layout, scores, frames):
+        """Every frame keeps its top ``⌊N·R⌋`` tokens by its own score (``budget="exact"``:
+        ``⌊R·F·N⌋`` in all, reconciled by the scores across frames)."""
+        s = self.token_scores(scores, frames)  # [F, N]
+        keep = Fn.topk_mask(s, Fn.floor_count(layout.tokens_per_frame, self.retention_ratio))
+        return _video_selection(self._exact_video(keep, s, layout))
+
+    def _exact_video(self, keep: torch.Tensor, ranking: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+        if self.budget != "exact":
+            return keep
+        return Fn.reconcile_total(keep, ranking, Fn.floor_count(layout.frame_tokens, self.retention_ratio))
 
 
 @dataclass(frozen=True)
@@ -370,10 +461,50 @@ class GlobalCom2(TopKCompressor):
     def crop_scores(self, layout, s, valid):
         return Fn.combine_scores(Fn.global_score_map(s[0], layout), s[1:], valid, self.alpha)
 
+    # ------------------------------------------------------------------ video: the global
+    # video representation commands the frames (:mod:`.video`)
+
+    def video_token_count(self, layout: VideoLayout) -> int | None:
+        return super().video_token_count(layout) if self.allocation == "uniform" else None
+
+    def frame_budgets(self, global_scores: torch.Tensor) -> torch.Tensor:
+        """``r_f`` ``[F]`` (float64) from the global scores ``−cos(x_{f,i}, g)`` ``[F, N]``,
+        pooled per frame as ``allocation`` says (the crop rule with frames for crops)."""
+        R, n_frames = self.retention_ratio, global_scores.shape[0]
+        if self.allocation == "uniform":
+            return torch.full((n_frames,), float(R), dtype=torch.float64, device=global_scores.device)
+        if self.allocation == "ntopk":
+            return Fn.count_budgets(Vd.top_counts(global_scores, Fn.floor_count(global_scores.numel(), R)), R)
+        reduce = "sum" if self.allocation == "softmax_sum" else "max"
+        return Fn.softmax_budgets(Vd.frame_scores(global_scores, reduce), R, self.temperature)
+
+    def select_video(self, layout, scores, frames):
+        """Frame budgets ``r_f`` from the global video representation, then each frame's top
+        ``⌊N·r_f⌋`` by ``α·ŝ^G + (1−α)·ŝ^L`` (global ``−cos(x, g)``, local the frame's own score)."""
+        g = Vd.global_scores(frames)  # [F, N]
+        local = self.token_scores(scores, frames)  # [F, N]
+        r = self.frame_budgets(g)
+        n = torch.full_like(r, layout.tokens_per_frame, dtype=torch.long)
+        k = Fn.budget_counts(r, n)
+        ranking = Fn.combine_scores(g, local, torch.ones_like(g, dtype=torch.bool), self.alpha)
+        keep = Fn.topk_mask(ranking, k, math.ceil(layout.tokens_per_frame * self.max_budget()))
+        return _video_selection(self._exact_video(keep, ranking, layout), r)
+
+
+def _video_selection(keep: torch.Tensor, budgets: torch.Tensor | None = None) -> Selection:
+    """A video's :class:`Selection`: frame masks ``[F, N]``, no thumbnail."""
+    return Selection(keep.new_zeros(0), keep, budgets=budgets)
+
 
 COMPRESSORS: dict[str, type[Compressor]] = {
     cls.name: cls for cls in (NoCompression, GlobalCom2, FasterVLM, UniformRandom)
 }
+
+
+def register_compressor(cls: type[Compressor]) -> type[Compressor]:
+    """Class decorator: make ``cls`` available as ``build_compressor(cls.name, ...)``."""
+    COMPRESSORS[cls.name] = cls
+    return cls
 
 
 def option_names(name: str) -> list[str]:

@@ -12,7 +12,10 @@ Supported: ``LlavaNextForConditionalGeneration``, ``LlavaOnevisionForConditional
 ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration`` (one module per
 family: :mod:`.llava_next`, :mod:`.onevision`, :mod:`.qwen2_vl`; the shared core in
 :mod:`.core`). With ``budget="exact"``, :func:`install` makes the stock
-``model.generate(**processor(...))`` run compressed (:mod:`.install`).
+``model.generate(**processor(...))`` run compressed (:mod:`.install`). Videos (OneVision,
+Qwen2-VL, Qwen2.5-VL) go through the same calls, one record per video; :mod:`.video` builds
+their inputs without torchvision (``read_video``, ``VideoProcessor``) and :mod:`.processors` loads a
+checkpoint's processor where transformers cannot build its video processor (``load_processor``).
 """
 
 from . import llava_next, onevision, qwen2_vl  # noqa: F401  (registers the families, in this order)

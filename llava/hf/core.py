@@ -28,8 +28,10 @@ from llava.compression import (
     NoCompression,
     ScoreRequest,
     Selection,
+    VideoLayout,
 )
 from llava.compression import functional as Fn
+from llava.compression import video as Vd
 from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import CLS_KINDS
 from llava.model import hf_adapter
@@ -96,14 +98,19 @@ class Adapter:
         return int(getattr(self.model.config, f"{modality}_token_id"))
 
     def encode(self, comp: Compressor, inputs: dict[str, Any]) -> dict[str, list[CompressedImage]]:
-        """Every compressed modality of the batch → its records, in prompt order."""
-        if inputs.get("pixel_values_videos") is not None:
-            raise NotImplementedError(f"llava.hf compresses images; {self.family} video inputs are not supported yet")
-        if inputs.get("pixel_values") is None:
-            return {}
-        for lay in self.image_layouts(inputs):
-            comp.check_geometry(lay.tokens_per_view)
-        return {"image": self.encode_images(comp, inputs)}
+        """Every compressed modality of the batch → its records, in prompt order (images,
+        then videos: one record per video)."""
+        out = {}
+        for modality, pixels, layouts, encoder in (
+            ("image", "pixel_values", self.image_layouts, self.encode_images),
+            ("video", "pixel_values_videos", self.video_layouts, self.encode_videos),
+        ):
+            if inputs.get(pixels) is None:
+                continue
+            for lay in layouts(inputs):
+                comp.check_geometry(lay.tokens_per_view)
+            out[modality] = encoder(comp, inputs)
+        return out
 
     def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:
         """The ``mm_encoder_outputs[modality]`` entry the host's forward consumes."""
@@ -116,6 +123,19 @@ class Adapter:
     def encode_images(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
         """Vision tower → scores → ``comp`` → one record (with ``tokens`` ``[T_i, D]``) per image."""
         raise NotImplementedError
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout]:
+        """The uncompressed geometry of every video of the batch, in prompt order (host-side)."""
+        raise NotImplementedError(f"llava.hf does not compress {self.family} videos")
+
+    def encode_videos(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
+        """Vision tower → the frames' LLM tokens ``[F, N, D]`` and scores → ``comp`` → one
+        record per video."""
+        raise NotImplementedError(f"llava.hf does not compress {self.family} videos")
+
+    def processed_video_layout(self, video_inputs: dict[str, Any], index: int, processor: Any) -> VideoLayout:
+        """The layout of video ``index`` of a video processor's output (to size placeholders)."""
+        raise NotImplementedError(f"llava.hf does not compress {self.family} videos")
 
     def add_positions(self, kwargs: dict[str, Any], inputs: dict[str, Any], spliced: Spliced) -> None:
         """Put the compressed prompt's position ids into ``kwargs`` (default: from the mask,
@@ -159,13 +179,21 @@ class Adapter:
         raise NotImplementedError
 
     def uncompressed_records(self, inputs: dict[str, Any]) -> list[CompressedImage]:
-        """Records of the unpatched model (everything kept), from the geometry alone."""
+        """Records of the unpatched model (everything kept), from the geometry alone: images,
+        then videos."""
         device = inputs["input_ids"].device
-        return [geometry_record(lay, device) for lay in self.image_layouts(inputs)]
+        layouts = self.image_layouts(inputs) if inputs.get("pixel_values") is not None else []
+        if inputs.get("pixel_values_videos") is not None:
+            layouts = layouts + self.video_layouts(inputs)
+        return [geometry_record(lay, device) for lay in layouts]
 
 
-def geometry_record(layout: AnyResLayout, device: torch.device | str = "cpu") -> CompressedImage:
+def geometry_record(layout: AnyResLayout | VideoLayout, device: torch.device | str = "cpu") -> CompressedImage:
     """The keep-all record of ``layout`` (no features needed)."""
+    if isinstance(layout, VideoLayout):
+        keep = Vd.keep_all_frames(layout, device)
+        plan = Vd.pack_video(layout, keep)
+        return CompressedImage(None, plan.index, Selection(keep.new_zeros(0), keep), layout, plan.kept)
     thumb, crops = Fn.keep_all(layout, device)
     plan = Fn.pack_plan(layout, thumb, crops)
     return CompressedImage(None, plan.index, Selection(thumb, crops), layout, plan.kept)
@@ -208,9 +236,11 @@ def splice(
     runs: dict[int, list[torch.Tensor]],
     pad_id: int = 0,
     hint: str = "",
+    names: dict[int, str] | None = None,
 ) -> Spliced:
     """Rewrite a batch so that the ``i``-th placeholder run of token ``t`` (in row-major order,
-    ``len(runs[t][i])`` tokens) becomes ``runs[t][i]`` repeats per position.
+    ``len(runs[t][i])`` tokens) becomes ``runs[t][i]`` repeats per position. ``names`` names
+    each token's modality in errors (default ``image``).
 
     Vectorised (one ``repeat_interleave``); host syncs: the placeholder count check and the
     new lengths. The result is left-padded with ``pad_id``.
@@ -224,9 +254,10 @@ def splice(
         expected = [int(r.numel()) for r in token_runs]
         found = int(is_tok.sum())
         if found != sum(expected):
+            what = (names or {}).get(token_id, "image")
             raise ValueError(
                 f"the prompt(s) hold {found} placeholder tokens (id {token_id}) but the {len(token_runs)} "
-                f"image(s) call for {sum(expected)} (per image: {expected}){hint}"
+                f"{what}(s) call for {sum(expected)} (per {what}: {expected}){hint}"
             )
         if token_runs:
             counts[is_tok] = torch.cat(token_runs).to(device)
@@ -270,13 +301,13 @@ def _is_off(comp: Compressor | None) -> bool:
 def prepare_inputs(
     model: nn.Module, comp: Compressor | None = None, **inputs: Any
 ) -> tuple[dict[str, Any], list[CompressedImage]]:
-    """Compress the images of a processor output for ``model``.
+    """Compress the images and videos of a processor output for ``model``.
 
     Returns ``(kwargs, records)``: ``model(**kwargs)`` / ``model.generate(**kwargs)`` run the
     LLM on the compressed prompt (``input_ids`` with each image's placeholder run shortened
     to its surviving tokens, left-padded; ``attention_mask``; ``position_ids``; the kept
-    visual tokens as ``mm_encoder_outputs``), and ``records[i]`` describes image ``i``
-    (``info()``, ``kept``). Keys the compression does not consume (e.g. generation options)
+    visual tokens as ``mm_encoder_outputs``), and ``records`` describe the images, then the
+    videos, in prompt order (``info()``, ``kept``; a video's per-frame budgets ``r_f``). Keys the compression does not consume (e.g. generation options)
     pass through. ``comp=None`` or ``none`` returns the inputs unchanged (the unpatched model)
     with keep-all records.
     """
@@ -284,7 +315,7 @@ def prepare_inputs(
     if "input_ids" not in inputs or inputs["input_ids"] is None:
         raise ValueError("prepare_inputs needs the processor's input_ids (the prompt with its image placeholders)")
     if _is_off(comp):
-        return dict(inputs), adapter.uncompressed_records(inputs) if inputs.get("pixel_values") is not None else []
+        return dict(inputs), adapter.uncompressed_records(inputs)
     if inputs.get("position_ids") is not None:
         raise ValueError("prepare_inputs computes position_ids for the compressed prompt; do not pass them")
     adapter.check(comp)
@@ -294,8 +325,9 @@ def prepare_inputs(
     spliced = splice(
         inputs["input_ids"], inputs.get("attention_mask"),
         {adapter.token_id(m): [run_counts(r) for r in recs] for m, recs in encoded.items()}, _pad_id(model),
-        hint="; pass the processor's output for these images (with llava.hf.install active, "
+        hint="; pass the processor's output for these images/videos (with llava.hf.install active, "
         "call model.generate directly instead)",
+        names={adapter.token_id(m): m for m in encoded},
     )
     kwargs = {k: v for k, v in inputs.items() if k not in adapter.consumed and k != "attention_mask"}
     kwargs["input_ids"] = spliced.input_ids
@@ -324,14 +356,25 @@ def llm_pruning(
     method.check_depth(len(lm.layers))
     ids = kwargs["input_ids"]
     mask = kwargs.get("attention_mask")
-    is_img = ids == adapter.image_token_id
-    if mask is not None:
-        is_img &= mask.bool()
-    counts = [int(r.index.shape[0]) for r in records]
-    if int(is_img.sum()) != sum(counts):
-        raise ValueError(f"in-LLM pruning: the prompt holds {int(is_img.sum())} image tokens, the records "
-                         f"{sum(counts)} (in-LLM pruning covers image tokens; pass prepare_inputs' kwargs and records)")
-    plan = hf_adapter.LLMPruning(method, hf_adapter.image_ids_from_runs(is_img, counts), list(records))
+    image_ids = torch.full_like(ids, -1, dtype=torch.long)
+    for modality, is_video in (("image", False), ("video", True)):
+        which = [i for i, r in enumerate(records) if isinstance(r.layout, VideoLayout) == is_video]
+        if not which:
+            continue
+        is_tok = ids == adapter.token_id(modality)
+        if mask is not None:
+            is_tok &= mask.bool()
+        counts = [int(records[i].index.shape[0]) for i in which]
+        if int(is_tok.sum()) != sum(counts):
+            raise ValueError(f"in-LLM pruning: the prompt holds {int(is_tok.sum())} {modality} tokens, the records "
+                             f"{sum(counts)} (pass prepare_inputs' kwargs and records)")
+        local = hf_adapter.image_ids_from_runs(is_tok, counts)
+        index = torch.tensor(which, dtype=torch.long, device=ids.device)
+        image_ids = torch.where(is_tok, index[local.clamp_min(0)], image_ids)
+    if (ids == adapter.image_token_id).any() and not (image_ids >= 0).any():
+        raise ValueError("in-LLM pruning: the prompt holds image tokens but no records were given "
+                         "(pass prepare_inputs' kwargs and records)")
+    plan = hf_adapter.LLMPruning(method, image_ids, list(records))
     with hf_adapter.llm_pruning(lm, plan):
         yield
 

@@ -74,6 +74,10 @@ def install(model: nn.Module, processor: Any, comp: Compressor) -> None:
     inner = adapter.inner
     original = inner.get_image_features
     state.wrap(inner, "get_image_features", _Wrapper(functools.partial(state.get_image_features, original), original))
+    if _has_videos(adapter, processor):
+        state.wrap(processor, "replace_video_token", _Wrapper(state.replace_video_token))
+        original = inner.get_video_features
+        state.wrap(inner, "get_video_features", _Wrapper(functools.partial(state.get_video_features, original), original))
     if isinstance(adapter, Qwen2VLAdapter):
         original = inner.get_rope_index
         state.wrap(inner, "get_rope_index", _Wrapper(functools.partial(state.get_rope_index, original), original))
@@ -91,6 +95,11 @@ def uninstall(model: nn.Module, processor: Any) -> None:
     state.restore()
     delattr(model, _STATE)
     delattr(processor, _STATE)
+
+
+def _has_videos(adapter: Adapter, processor: Any) -> bool:
+    """Whether the family compresses videos and the processor emits video placeholders."""
+    return type(adapter).video_layouts is not Adapter.video_layouts and hasattr(processor, "replace_video_token")
 
 
 class _Wrapper:
@@ -116,8 +125,8 @@ class _Installation:
     adapter: Adapter
     processor: Any
     saved: list[tuple[Any, str, Any]] = field(default_factory=list)
-    #: the last encoded batch: (pixel_values, its version, grid/sizes key, records)
-    last: tuple | None = None
+    #: per modality, the last encoded batch: (pixels, their version, grid/sizes key, records)
+    last: dict[str, tuple] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -131,7 +140,7 @@ class _Installation:
                 obj.__dict__.pop(name, None)
             else:
                 setattr(obj, name, previous)
-        self.last = None
+        self.last = {}
 
     # ------------------------------------------------------------------ processor side
 
@@ -139,52 +148,83 @@ class _Installation:
         layout = self.adapter.processed_layout(image_inputs, image_idx, self.processor)
         return self.processor.image_token * self.comp.token_count(layout)
 
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        layout = self.adapter.processed_video_layout(video_inputs, video_idx, self.processor)
+        count = self.comp.token_count(layout)
+        if count is None:
+            raise ValueError(
+                f"llava.hf.install: {self.comp.name}'s kept count of a video depends on its content; build the "
+                "compressor with budget='exact' so that video placeholders can be sized from the shape alone"
+            )
+        return self.processor.video_token * count
+
     # ------------------------------------------------------------------ model side
 
-    def encode(self, inputs: dict[str, Any]) -> list[CompressedImage]:
-        """Encode (or reuse the last encoding of the very same pixels) and check every image
-        packs the count the processor promised."""
-        pixels = inputs["pixel_values"]
-        key = _batch_key(inputs)
-        if self.last is not None and self.last[0] is pixels and self.last[1] == pixels._version and self.last[2] == key:
-            return self.last[3]
-        records = self.adapter.encode_images(self.comp, inputs)
+    def encode(self, inputs: dict[str, Any], modality: str = "image") -> list[CompressedImage]:
+        """Encode (or reuse the last encoding of the very same pixels) and check every image or
+        video packs the count the processor promised."""
+        pixels = inputs[_PIXELS[modality]]
+        key = _batch_key(inputs, modality)
+        last = self.last.get(modality)
+        if last is not None and last[0] is pixels and last[1] == pixels._version and last[2] == key:
+            return last[3]
+        encoder = self.adapter.encode_images if modality == "image" else self.adapter.encode_videos
+        records = encoder(self.comp, inputs)
         for i, rec in enumerate(records):
             promised = self.comp.token_count(rec.layout)
             if promised is not None and rec.index.shape[0] != promised:
-                raise RuntimeError(f"image {i} packed {rec.index.shape[0]} tokens, the processor emitted {promised}")
-        self.last = (pixels, pixels._version, key, records)
+                raise RuntimeError(f"{modality} {i} packed {rec.index.shape[0]} tokens, the processor emitted {promised}")
+        self.last[modality] = (pixels, pixels._version, key, records)
         return records
 
+    def _features(self, modality: str, original, args, kwargs) -> BaseModelOutputWithPooling:
+        records = self.encode(_bound(original, args, kwargs), modality)
+        return self.adapter.encoder_output(modality, records)
+
     def get_image_features(self, original, *args, **kwargs) -> BaseModelOutputWithPooling:
-        bound = inspect.signature(original).bind(*args, **kwargs)
-        inputs = dict(bound.arguments)
-        inputs.update(inputs.pop("kwargs", {}))
-        records = self.encode(inputs)
-        return BaseModelOutputWithPooling(pooler_output=tuple(r.tokens for r in records))
+        return self._features("image", original, args, kwargs)
+
+    def get_video_features(self, original, *args, **kwargs) -> BaseModelOutputWithPooling:
+        return self._features("video", original, args, kwargs)
 
     def get_rope_index(self, original, *args, **kwargs):
-        bound = inspect.signature(original).bind(*args, **kwargs)
-        inputs = dict(bound.arguments)
-        inputs.update(inputs.pop("kwargs", {}))
-        grid = inputs.get("image_grid_thw")
-        if grid is None or inputs.get("video_grid_thw") is not None:
+        inputs = _bound(original, args, kwargs)
+        records = {}
+        for modality, grid in (("image", "image_grid_thw"), ("video", "video_grid_thw")):
+            if inputs.get(grid) is None:
+                continue
+            last = self.last.get(modality)
+            if inputs.get(_PIXELS[modality]) is not None:
+                records[modality] = self.encode(inputs, modality)
+            elif last is not None and last[2] == _batch_key(inputs, modality):
+                records[modality] = last[3]
+            else:
+                raise RuntimeError(f"llava.hf: M-RoPE positions of compressed {modality}s need their pixels; "
+                                   f"call the model with {_PIXELS[modality]} (or encode them first)")
+        if not records:
             return original(*args, **kwargs)
-        if inputs.get("pixel_values") is not None:
-            records = self.encode(inputs)
-        elif self.last is not None and self.last[2] == _batch_key(inputs):
-            records = self.last[3]
-        else:
-            raise RuntimeError("llava.hf: M-RoPE positions of compressed images need their pixels; "
-                               "call the model with pixel_values (or encode the images first)")
-        return compressed_rope_index(self.adapter, inputs["input_ids"], inputs.get("attention_mask"), grid, records)
+        grids = {k: inputs.get(k) for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")}
+        return compressed_rope_index(self.adapter, inputs["input_ids"], inputs.get("attention_mask"), records, grids)
 
 
-def _batch_key(inputs: dict[str, Any]) -> tuple:
-    for name in ("image_grid_thw", "image_sizes"):
+_PIXELS = {"image": "pixel_values", "video": "pixel_values_videos"}
+
+
+def _bound(original, args, kwargs) -> dict[str, Any]:
+    """The call's arguments by name (``**kwargs`` flattened in)."""
+    inputs = dict(inspect.signature(original).bind(*args, **kwargs).arguments)
+    inputs.update(inputs.pop("kwargs", {}))
+    return inputs
+
+
+def _batch_key(inputs: dict[str, Any], modality: str = "image") -> tuple:
+    names = ("image_grid_thw", "image_sizes") if modality == "image" else ("video_grid_thw",)
+    for name in names:
         value = inputs.get(name)
         if value is not None:
             return name, tuple(map(tuple, value.tolist() if isinstance(value, torch.Tensor) else value))
+    if modality == "video" and inputs.get("pixel_values_videos") is not None:
+        return "pixel_values_videos", tuple(inputs["pixel_values_videos"].shape)
     return ()
 
 
@@ -192,37 +232,46 @@ def compressed_rope_index(
     adapter: Qwen2VLAdapter,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    grid: torch.Tensor,
-    records: list[CompressedImage],
+    records: dict[str, list[CompressedImage]],
+    grids: dict[str, torch.Tensor | None],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """M-RoPE positions ``[3, B, L]`` and deltas ``[B, 1]`` of a prompt whose image runs are
-    already compressed (``records[i]`` kept ``len(runs)`` tokens): the prompt is expanded back to
-    full length, numbered by the host's ``get_rope_index``, and each token reads its column."""
-    token = adapter.image_token_id
-    runs = []
-    for rec in records:
-        r = torch.zeros(rec.index.shape[0], dtype=torch.long, device=input_ids.device)
-        r[0] = rec.layout.num_tokens()
-        runs.append(r)
-    full = splice(input_ids, attention_mask, {token: runs})  # full-length prompt, left-padded
-    positions = adapter.full_positions(full.input_ids, full.attention_mask, None, grid)  # [3, B, W]
+    """M-RoPE positions ``[3, B, L]`` and deltas ``[B, 1]`` of a prompt whose image and video
+    runs are already compressed (``records[modality][i]`` kept ``len(index)`` tokens): the
+    prompt is expanded back to full length, numbered by the host's ``get_rope_index`` (with
+    ``grids``: ``image_grid_thw``, ``video_grid_thw``, ``second_per_grid_ts``), and each token
+    reads its column."""
+    tokens = {adapter.token_id(m): recs for m, recs in records.items() if recs}
+    runs = {}
+    for token, recs in tokens.items():
+        runs[token] = []
+        for rec in recs:
+            r = torch.zeros(rec.index.shape[0], dtype=torch.long, device=input_ids.device)
+            r[0] = rec.layout.num_tokens()
+            runs[token].append(r)
+    full = splice(input_ids, attention_mask, runs)  # full-length prompt, left-padded
+    positions = adapter.full_positions(  # [3, B, W]
+        full.input_ids, full.attention_mask, None, grids.get("image_grid_thw"),
+        video_grid_thw=grids.get("video_grid_thw"), second_per_grid_ts=grids.get("second_per_grid_ts"),
+    )
     B, L = input_ids.shape
+    W = full.source.shape[1]
     # first full column fed by each compressed position
     src = full.source
-    cols = torch.arange(src.shape[1], device=src.device).expand_as(src)
-    first = torch.full((B, L), src.shape[1], dtype=torch.long, device=src.device)
-    first.scatter_reduce_(1, src.clamp_min(0), cols.masked_fill(src < 0, src.shape[1]), reduce="amin")
+    cols = torch.arange(W, device=src.device).expand_as(src)
+    first = torch.full((B, L), W, dtype=torch.long, device=src.device)
+    first.scatter_reduce_(1, src.clamp_min(0), cols.masked_fill(src < 0, W), reduce="amin")
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    is_img = (input_ids == token) & mask
-    rank = is_img.reshape(-1).long().cumsum(0).reshape(B, L) - 1  # global index among image tokens
-    kept = torch.cat([rec.kept for rec in records]).to(input_ids.device)
-    ends = torch.tensor([rec.index.shape[0] for rec in records], device=input_ids.device).cumsum(0)
-    offset = rank - (ends - ends.new_tensor([rec.index.shape[0] for rec in records]))[
-        torch.searchsorted(ends, rank.clamp_min(0), right=True).clamp_max(len(records) - 1)
-    ]
     pos_in_row = torch.arange(L, device=input_ids.device).expand(B, L)
-    run_start = (pos_in_row - offset).clamp_min(0)
-    col = torch.where(is_img, first.gather(1, run_start) + kept[rank.clamp_min(0)], first.clamp_max(src.shape[1] - 1))
+    col = first.clamp_max(W - 1)  # text: its own column
+    for token, recs in tokens.items():
+        is_tok = (input_ids == token) & mask
+        rank = is_tok.reshape(-1).long().cumsum(0).reshape(B, L) - 1  # index among this modality's tokens
+        kept = torch.cat([rec.kept for rec in recs]).to(input_ids.device)
+        sizes = torch.tensor([rec.index.shape[0] for rec in recs], device=input_ids.device)
+        ends = sizes.cumsum(0)
+        run = torch.searchsorted(ends, rank.clamp_min(0), right=True).clamp_max(len(recs) - 1)
+        run_start = (pos_in_row - (rank - (ends - sizes)[run])).clamp_min(0)
+        col = torch.where(is_tok, first.gather(1, run_start) + kept[rank.clamp_min(0)], col)
     out = positions.gather(2, col.expand(3, B, L)).masked_fill(~mask, 0)
     deltas = out.amax(dim=(0, 2)) + 1 - mask.long().sum(1)
     return out, deltas[:, None]

@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from llava.compression import AnyResLayout, CompressedImage, Compressor, scatter_visible
+from llava.compression import AnyResLayout, CompressedImage, Compressor, VideoLayout, scatter_visible
+from llava.compression.scoring import neg_cos_scores
 
 from .core import register
 from .llava_next import LlavaNextAdapter
@@ -41,7 +43,9 @@ def shrunk_shape(rows: int, cols: int, side: int, max_num: int) -> tuple[int, in
 @register
 class OnevisionAdapter(LlavaNextAdapter):
     class_names: ClassVar[tuple[str, ...]] = ("LlavaOnevisionForConditionalGeneration",)
-    consumed: ClassVar[tuple[str, ...]] = LlavaNextAdapter.consumed + ("batch_num_images", "vision_aspect_ratio")
+    consumed: ClassVar[tuple[str, ...]] = LlavaNextAdapter.consumed + (
+        "batch_num_images", "vision_aspect_ratio", "pixel_values_videos", "image_sizes_videos",
+    )
     layouts: ClassVar[tuple[str, ...]] = ("faithful",)
 
     def layout_for_size(self, image_size_hw, aspect: str | None = None) -> AnyResLayout:
@@ -97,6 +101,61 @@ class OnevisionAdapter(LlavaNextAdapter):
                     s = torch.cat([s[:1], scatter_visible(visible_canvas(s[1:, :, None], lay), lay)[..., 0]])
             out.append(comp.compress(t, newline, lay, s))
         return out
+
+
+    # ------------------------------------------------------------------ videos
+
+    @property
+    def pooled_side(self) -> int:
+        """Tokens per side of a video frame: the host's bilinear pooling halves the view (⌈side/2⌉)."""
+        return math.ceil(self.side / 2)
+
+    def video_layout(self, frames: int) -> VideoLayout:
+        return VideoLayout(frames, self.pooled_side, self.pooled_side, newline=True)
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout]:
+        return [self.video_layout(len(v)) for v in _videos(inputs["pixel_values_videos"])]
+
+    def processed_video_layout(self, video_inputs: dict[str, Any], index: int, processor: Any) -> VideoLayout:
+        return self.video_layout(len(video_inputs["pixel_values_videos"][index]))
+
+    def encode_videos(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
+        """Frames through the tower, the projector and the host's own pooling (``apply_pooling``)
+        → ``[F, N, D]`` per video; ``neg_cos`` scores on those pooled tokens, ``attn_received``
+        per patch pooled the same way."""
+        videos = _videos(inputs["pixel_values_videos"])
+        layouts = [self.video_layout(len(v)) for v in videos]
+        request = self.score_request(comp)
+        attn = request if request is not None and request.kind == "attn_received" else None
+        feats, scores = self.vision(torch.cat(list(videos)), attn, inputs)  # [ΣF, P, C], [ΣF, P]
+        tokens = self.inner.apply_pooling(self.inner.multi_modal_projector(feats))  # [ΣF, N, D]
+        if request is None:
+            scores = None
+        elif attn is not None:
+            scores = self.inner.apply_pooling(scores[..., None])[..., 0]  # [ΣF, N]
+        else:
+            scores = neg_cos_scores(tokens)  # −cos(x, frame mean) on the tokens the LLM sees
+        counts = [lay.frames for lay in layouts]
+        tokens = tokens.split(counts)
+        scores = scores.split(counts) if scores is not None else [None] * len(layouts)
+        newline = self.inner.image_newline
+        return [comp.compress(t, newline, lay, s) for t, s, lay in zip(tokens, scores, layouts)]
+
+    def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:
+        if modality != "video":
+            return super().encoder_output(modality, records)
+        # The host flattens the video output's first two dims: one row holding every video's tokens.
+        return BaseModelOutputWithPooling(pooler_output=torch.cat([r.tokens for r in records])[None])
+
+
+def _videos(pixel_values_videos) -> list[torch.Tensor]:
+    """The processor's ``[B, F, C, H, W]`` (or a list of ``[F, C, H, W]``) → one tensor per video."""
+    if isinstance(pixel_values_videos, torch.Tensor):
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(f"pixel_values_videos of shape {tuple(pixel_values_videos.shape)}: expected "
+                             "(videos, frames, channels, height, width)")
+        return list(pixel_values_videos.unbind(0))
+    return [torch.as_tensor(v) for v in pixel_values_videos]
 
 
 def visible_canvas(crops: torch.Tensor, layout: AnyResLayout) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Qwen2-VL and Qwen2.5-VL (``Qwen2VLForConditionalGeneration``,
-``Qwen2_5_VLForConditionalGeneration``), images.
+``Qwen2_5_VLForConditionalGeneration``), images and videos.
 
 One dynamic-resolution view per image: the ViT sees ``h × w`` patches, the merger turns each
 2×2 block into one LLM token, so the LLM sees a non-square ``h/2 × w/2`` grid without newlines.
@@ -11,8 +11,13 @@ its rotary embedding and its attention structure (one segment per image, or Qwen
 windows), read from the block's inputs by a forward pre-hook that is removed right after —
 averaged over the four patches of each block.
 
+Videos: a "frame" is one temporal patch (two sampled frames, ``t`` of ``video_grid_thw``) of
+``h/2 × w/2`` merged tokens; the tower attends within a frame (Qwen2.5-VL: within its windows).
+Video scores are taken on the merged tokens themselves (``neg_cos``: ``−cos`` to the frame's
+mean), or ``attn_received`` as for images.
+
 Positions: every kept token keeps the M-RoPE (t, h, w) position it has in the full grid, and
-the text after an image continues as it would have: the positions are the host's own
+the text after an image or a video continues as it would have: the positions are the host's own
 ``get_rope_index`` on the uncompressed prompt, with the dropped tokens' columns removed.
 """
 
@@ -26,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from llava.compression import AnyResLayout, CompressedImage, Compressor, ScoreRequest
+from llava.compression import AnyResLayout, CompressedImage, Compressor, ScoreRequest, VideoLayout
 from llava.compression.scoring import neg_cos_scores, received_attention
 
 from .core import Adapter, Spliced, register, text_positions
@@ -35,7 +40,10 @@ from .core import Adapter, Spliced, register, text_positions
 @register
 class Qwen2VLAdapter(Adapter):
     class_names: ClassVar[tuple[str, ...]] = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-    consumed: ClassVar[tuple[str, ...]] = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
+    consumed: ClassVar[tuple[str, ...]] = (
+        "pixel_values", "image_grid_thw", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw",
+        "second_per_grid_ts",
+    )
 
     @property
     def has_cls(self) -> bool:
@@ -63,6 +71,27 @@ class Qwen2VLAdapter(Adapter):
         if grid is None:
             raise ValueError(f"{self.family} needs the processor's image_grid_thw")
         return [self.layout_for_grid(g) for g in grid.tolist()]
+
+    def video_layout_for_grid(self, grid_thw) -> VideoLayout:
+        """A video grid ``(t, h, w)``: ``t`` frames (temporal patches) of ``h/2 × w/2`` merged tokens."""
+        t, h, w = (int(x) for x in grid_thw)
+        m = self.merge
+        return VideoLayout(t, h // m, w // m, newline=False)
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout]:
+        grid = inputs.get("video_grid_thw")
+        if grid is None:
+            raise ValueError(f"{self.family} needs the processor's video_grid_thw")
+        return [self.video_layout_for_grid(g) for g in grid.tolist()]
+
+    def processed_video_layout(self, video_inputs: dict[str, Any], index: int, processor: Any) -> VideoLayout:
+        grid = video_inputs["video_grid_thw"][index]
+        return self.video_layout_for_grid(grid.tolist() if hasattr(grid, "tolist") else grid)
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``mm_token_type_ids`` as the processor makes them: 1 on image, 2 on video placeholders."""
+        types = (input_ids == self.image_token_id).long()
+        return types.masked_fill(input_ids == self.token_id("video"), 2)
 
     # ------------------------------------------------------------------ vision
 
@@ -130,15 +159,38 @@ class Qwen2VLAdapter(Adapter):
             out.append(comp.compress(t[None], newline, lay, scores))
         return out
 
+    def encode_videos(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
+        """The tower on every temporal patch (attention within a frame, or a window of it) →
+        the merged tokens ``[F, N, D]`` per video; ``neg_cos`` scores on those tokens,
+        ``attn_received`` from the scoring block."""
+        layouts = self.video_layouts(inputs)
+        grid = inputs["video_grid_thw"]
+        request = self.score_request(comp)
+        attn = request if request is not None and request.kind == "attn_received" else None
+        tokens, feats = self.vision(inputs["pixel_values_videos"], grid.to(self.model.device), attn)
+        counts = [lay.num_tokens() for lay in layouts]
+        if tokens.shape[0] != sum(counts):
+            raise ValueError(f"the vision tower gave {tokens.shape[0]} tokens, video_grid_thw calls for {sum(counts)}")
+        tokens = tokens.split(counts)
+        feats = feats.split(counts) if feats is not None else [None] * len(layouts)
+        out = []
+        for t, f, lay in zip(tokens, feats, layouts):
+            frames = t.view(lay.frames, lay.tokens_per_frame, -1)  # [F, N, D]
+            scores = None
+            if request is not None:
+                scores = f.float().view(lay.frames, -1) if f is not None else neg_cos_scores(frames)
+            out.append(comp.compress(frames, None, lay, scores))
+        return out
+
     # ------------------------------------------------------------------ positions
 
     def full_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                       mm_token_type_ids: torch.Tensor | None, image_grid_thw: torch.Tensor,
+                       mm_token_type_ids: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
                        **grids: torch.Tensor | None) -> torch.Tensor:
         """The host's M-RoPE positions ``[3, B, L]`` of the uncompressed prompt (``grids``:
         ``video_grid_thw`` / ``second_per_grid_ts`` when the prompt also holds videos)."""
         if mm_token_type_ids is None:
-            mm_token_type_ids = (input_ids == self.image_token_id).long()
+            mm_token_type_ids = self.token_types(input_ids)
         host = type(self.inner).get_rope_index  # the class's own, whatever is installed on the instance
         positions, _ = host(
             self.inner, input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
@@ -158,11 +210,11 @@ class Qwen2VLAdapter(Adapter):
     def add_positions(self, kwargs: dict[str, Any], inputs: dict[str, Any], spliced: Spliced) -> None:
         ids = inputs["input_ids"]
         types = inputs.get("mm_token_type_ids")
-        full = self.full_positions(ids, inputs.get("attention_mask"), types, inputs["image_grid_thw"],
+        full = self.full_positions(ids, inputs.get("attention_mask"), types, inputs.get("image_grid_thw"),
                                    video_grid_thw=inputs.get("video_grid_thw"),
                                    second_per_grid_ts=inputs.get("second_per_grid_ts"))
         kwargs["position_ids"], deltas = self.compressed_positions(full, spliced)
-        types = (ids == self.image_token_id).long() if types is None else types
+        types = self.token_types(ids) if types is None else types
         kwargs["mm_token_type_ids"] = spliced.take(types)
         # What the host's prefill would leave behind, so decoding without explicit positions continues right.
         self.inner.rope_deltas = deltas

@@ -8,14 +8,15 @@ OneVision's 27 — the pinpoints, unpadding and the ``anyres_max_9`` shrink; Qwe
 patches, 2×2 merge and, for 2.5, window attention), tiny widths and depths, and weights drawn wider than transformers'
 init so attention and scores are far from uniform. The processors are transformers' own
 classes built locally; the OneVision and Qwen ones without their video processor, which needs
-torchvision (:func:`image_only`).
+torchvision (:func:`image_only`), and with :class:`llava.hf.video.VideoProcessor` in its place
+(the image processor's size settings, so a video frame and an image go through the same resize).
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from llava.hf.processors import image_only  # noqa: F401  (re-exported: tests and the demo use it)
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
@@ -48,17 +49,6 @@ def build_tokenizer(specials: list[str], vocab_size: int = 320, pad: str = "<|en
         tokenizer_object=tok, unk_token="<unk>", pad_token=pad, padding_side="left",
         additional_special_tokens=specials,
     )
-
-
-@functools.cache
-def image_only(processor_class: type) -> type:
-    """``processor_class`` without its video processor: transformers checks every sub-processor
-    of a processor's ``__init__`` — and its video processors need torchvision."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(f"ImageOnly{processor_class.__name__}", (processor_class,), {"__init__": __init__})
 
 
 def spread_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -150,14 +140,21 @@ def tiny_onevision(image_size: int = 112, seed: int = 0):
         image_processor=image_processor, tokenizer=tok, num_image_tokens=side * side,
         vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
     )
-    return model, processor
+    return model, _with_videos(processor, "onevision", size={"height": image_size, "width": image_size})
+
+
+def _with_videos(processor, family: str, **settings):
+    from llava.hf.video import VideoProcessor, with_video_processor
+
+    return with_video_processor(processor, VideoProcessor(family, **settings))
 
 
 def _qwen_processor(processor_class, tok, max_tokens: int):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * max_tokens)
-    return image_only(processor_class)(image_processor=image_processor, tokenizer=tok)
+    processor = image_only(processor_class)(image_processor=image_processor, tokenizer=tok)
+    return _with_videos(processor, "qwen2_vl", min_pixels=28 * 28 * 4, max_pixels=28 * 28 * max_tokens)
 
 
 def _qwen_token_ids(tok) -> dict:
@@ -202,12 +199,44 @@ def tiny_qwen2_5_vl(seed: int = 0, max_tokens: int = 96):
     return model, _qwen_processor(Qwen2_5_VLProcessor, tok, max_tokens)
 
 
-def qwen_prompt(question: str, images: int = 1) -> str:
-    """A Qwen chat prompt with ``images`` image placeholders before ``question``."""
-    vision = "<|vision_start|><|image_pad|><|vision_end|>" * images
+def qwen_prompt(question: str, images: int = 1, videos: int = 0) -> str:
+    """A Qwen chat prompt with ``images`` image then ``videos`` video placeholders before ``question``."""
+    vision = ("<|vision_start|><|image_pad|><|vision_end|>" * images
+              + "<|vision_start|><|video_pad|><|vision_end|>" * videos)
     return f"<|im_start|>user\n{vision}{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def llava_prompt(question: str, images: int = 1) -> str:
-    """A LLaVA / OneVision prompt with ``images`` ``<image>`` placeholders before ``question``."""
-    return f"<|im_start|>user\n{'<image>' * images}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+def llava_prompt(question: str, images: int = 1, videos: int = 0) -> str:
+    """A LLaVA / OneVision prompt with ``images`` ``<image>`` then ``videos`` ``<video>``
+    placeholders before ``question``."""
+    vision = "<image>" * images + "<video>" * videos
+    return f"<|im_start|>user\n{vision}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+#: The stock processor and video processor class names of each tiny family.
+_STOCK = {"LlavaOnevisionForConditionalGeneration": ("LlavaOnevisionProcessor", "LlavaOnevisionVideoProcessor"),
+          "Qwen2VLForConditionalGeneration": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+          "Qwen2_5_VLForConditionalGeneration": ("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor")}
+
+
+def save_checkpoint(model, processor, out_dir: str) -> str:
+    """Write a tiny model and its processor as a checkpoint folder laid out as transformers
+    saves the stock classes: weights, tokenizer and a ``processor_config.json`` naming the stock
+    processor class with its settings and its image and video processors (so, with torchvision,
+    ``AutoProcessor`` builds the stock video processor from it)."""
+    import json
+    import os
+
+    model.save_pretrained(out_dir)
+    processor.tokenizer.save_pretrained(out_dir)
+    proc_class, video_class = _STOCK[type(model).__name__]
+    config = {"processor_class": proc_class, "image_processor": processor.image_processor.to_dict()}
+    if getattr(processor, "video_processor", None) is not None:
+        video = {k: v for k, v in processor.video_processor.to_dict().items() if k != "video_processor_type"}
+        config["video_processor"] = {"video_processor_type": video_class, **video}
+    for name in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+        if getattr(processor, name, None) is not None:
+            config[name] = getattr(processor, name)
+    with open(os.path.join(out_dir, "processor_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return out_dir

@@ -78,6 +78,8 @@ def build_parser(compression: bool = False) -> argparse.ArgumentParser:
             "  python -m llava.analysis.efficiency --image-size 1000 600 --ratios 1 0.25\n"
             "  python -m llava.analysis.efficiency --config path/to/config.json --tokens 2928 FastV=732 "
             "--image-size 672 672\n"
+            "  python -m llava.analysis.efficiency --config path/to/onevision/config.json --frames 32 "
+            "--tokens-per-frame 196\n"
             "  python -m llava.analysis.efficiency --accelerator all --json\n"
             "  python -m llava.analysis.efficiency --model 7b --compression sparsevlm --ratios 1 0.1 --paper\n"
             "  python -m llava.analysis.efficiency --compression globalcom2+fastv --fastv-k 2 --ratios 0.1\n"
@@ -111,6 +113,16 @@ def build_parser(compression: bool = False) -> argparse.ArgumentParser:
         "--image-size", nargs=2, type=int, metavar=("W", "H"),
         help="use the real LLaVA-NeXT (v1.6 AnyRes, spatial_unpad) token count of a WxH image and "
         "T = floor(R*count), instead of the paper's nominal T = R*2880",
+    )  # fmt: skip
+    tok.add_argument(
+        "--frames", type=int, metavar="F",
+        help="a video of F frames (with --tokens-per-frame N): the count is F*N and T = floor(R*F*N), "
+        "what the video methods keep with budget='exact'",
+    )  # fmt: skip
+    tok.add_argument(
+        "--tokens-per-frame", type=int, metavar="N",
+        help="visual tokens per frame (LLaVA-OneVision: 196 = 14x14 pooled; Qwen2-VL: h*w/4 per temporal "
+        "patch of two frames, e.g. 300 at 420x560 px)",
     )  # fmt: skip
     tok.add_argument(
         "--tokens", nargs="+", type=_token_arg, metavar="N|LABEL=N",
@@ -214,6 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     accels = [a for group in (args.accelerator or [[ACCELERATORS[DEFAULT_ACCELERATOR]]]) for a in group]
     accels = list(dict.fromkeys(accels))
     base = NOMINAL_TOKENS
+    video = (args.frames, args.tokens_per_frame)
+    if (video[0] is None) != (video[1] is None):
+        parser.error("--frames and --tokens-per-frame go together")
+    if args.frames is not None:
+        if args.image_size:
+            parser.error("--frames/--tokens-per-frame (a video) and --image-size (an image) exclude each other")
+        if args.frames <= 0 or args.tokens_per_frame <= 0:
+            parser.error("--frames and --tokens-per-frame need positive counts")
+        base = args.frames * args.tokens_per_frame
     if args.image_size:
         w, h = args.image_size
         if w <= 0 or h <= 0:
@@ -251,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"Image {args.image_size[0]}x{args.image_size[1]}: {base} LLaVA-NeXT visual tokens (v1.6 AnyRes)"
         )
+    elif args.frames is not None:
+        print(f"Video: {args.frames} frames x {args.tokens_per_frame} tokens = {base} visual tokens, T = floor(R x {base})")
     else:
         print(f"Nominal protocol: T = R x {NOMINAL_TOKENS} visual tokens")
     print(render_main_table(rows))

@@ -52,11 +52,6 @@ class Generator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.unk_token_id or 0)
         self._failures = 0
 
-    def chat_prompt(self, text: str, has_image: bool) -> str:
-        from llava.conversation import build_chat_prompt
-
-        return build_chat_prompt(text, self.model.config, self.args.conv_mode, has_image)
-
     def load_image(self, item: Item):
         from PIL import Image
 
@@ -133,35 +128,15 @@ class Generator:
 
     def _generate(self, items: list[Item], images: list) -> list[tuple[str, dict | None]]:
         """Generate for ``items``; ``images[b]`` is item b's PIL image or None (text only)."""
-        import torch
+        from llava.eval.generation import generate_answers
 
-        from llava.mm_utils import process_images, tokenizer_image_token
-
-        a, model = self.args, self.model
-        ids = [tokenizer_image_token(self.chat_prompt(it.message, it.image is not None), self.tokenizer,
-                                     return_tensors="pt") for it in items]
-        width = max(x.shape[0] for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)  # [B, T]
-        mask = torch.zeros((len(ids), width), dtype=torch.long)  # [B, T]
-        for b, x in enumerate(ids):  # left padding: every prompt ends where generation starts
-            input_ids[b, width - x.shape[0]:] = x
-            mask[b, width - x.shape[0]:] = 1
-        kwargs: dict[str, Any] = {}
-        present = [im for im in images if im is not None]
-        if present:
-            pix = process_images(present, self.image_processor, model.config, device=model.device, dtype=model.dtype)
-            kwargs = {"images": pix, "image_sizes": [im.size for im in present]}
-        sampling = a.temperature > 0
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids.to(model.device), attention_mask=mask.to(model.device), do_sample=sampling,
-                temperature=a.temperature if sampling else None, top_p=a.top_p if sampling else None,
-                num_beams=a.num_beams, max_new_tokens=a.max_new_tokens, pad_token_id=self.pad_id,
-                use_cache=True, **kwargs)
-        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-        recs = iter(model.last_images if present else [])
-        infos = [next(recs).info() if im is not None else None for im in images]
-        return list(zip(texts, infos))
+        a = self.args
+        answers = generate_answers(
+            self.model, self.tokenizer, self.image_processor, [it.message for it in items],
+            [[im] if im is not None else [] for im in images], conv_mode=a.conv_mode,
+            max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, num_beams=a.num_beams,
+            pad_id=self.pad_id)
+        return [(ans.text, ans.images[0] if ans.images else None) for ans in answers]
 
     def answer_record(self, item: Item, text: str, info: dict | None) -> dict:
         meta = _meta(item)

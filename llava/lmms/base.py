@@ -1,0 +1,177 @@
+"""What every plug-in model shares: the compression model arguments, device placement, the
+``generate_until`` loop (batches of requests with equal generation settings, stop strings cut
+off afterwards, answers in request order) and the visual-token reports of
+:mod:`llava.lmms.records`. A model family only loads its model and answers a batch
+(:meth:`CompressingLMM.answer`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import GenerationResult, Instance
+from lmms_eval.api.model import lmms
+from loguru import logger
+from tqdm import tqdm
+
+from llava.compression import Compressor
+from llava.compression.cli import compression_config
+from llava.errors import PromptTooLongError
+from llava.eval.generation import Answer
+
+from .options import compressor_from_model_args, split_model_args
+from .records import VisualTokenCounts, VisualTokenTally, sample_record
+
+#: Generation settings the plug-in models understand (``until`` is applied to the text).
+GEN_KEYS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
+DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's stock models' default
+
+def stop_at(text: str, until: list[str]) -> str:
+    """``text`` up to the first occurrence of any stop string (lmms-eval's ``until``)."""
+    for term in until:
+        if term:
+            text = text.split(term)[0]
+    return text
+
+
+class CompressingLMM(lmms):
+    """Base of the plug-in models. Subclasses call :meth:`setup` from ``__init__`` and
+    implement :meth:`answer`."""
+
+    is_simple = True
+    #: model arguments of the subclass (for the "unknown argument" message).
+    MODEL_ARGS: tuple[str, ...] = ()
+
+    def setup(self, compression: str, options: dict[str, Any], *, device: str | None, batch_size) -> None:
+        """Parse the compression arguments (``options`` holds everything not consumed by the
+        subclass's own parameters), choose the device and the data-parallel rank."""
+        from accelerate import Accelerator
+
+        comp_args = split_model_args(dict(options), type(self).__name__, ("compression", *self.MODEL_ARGS))
+        self.compressor: Compressor | None = compressor_from_model_args(compression, comp_args)
+        self.compression = compression_config(self.compressor)
+        try:
+            self.batch_size_per_gpu = int(batch_size)
+        except (TypeError, ValueError):
+            self.batch_size_per_gpu = 0
+        if self.batch_size_per_gpu < 1 or str(batch_size).strip() != str(self.batch_size_per_gpu):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        self.accelerator = Accelerator()
+        cuda = torch.cuda.is_available()
+        if self.accelerator.num_processes > 1:
+            self._device = torch.device(f"cuda:{self.accelerator.local_process_index}" if cuda else "cpu")
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+        else:
+            self._device = torch.device(device or ("cuda" if cuda else "cpu"))
+        self._warned: set[str] = set()
+
+    def resolve_dtype(self, dtype: str | None, pretrained: str) -> str:
+        """The weights dtype by name, as the drivers' ``--dtype``: default float16 on CUDA and
+        float32 elsewhere, ``auto`` = the checkpoint's ``torch_dtype``."""
+        from llava.eval.runs.errors import RunError
+        from llava.eval.runs.flags import resolve_dtype
+        from llava.model.builder import DTYPES
+
+        if dtype is not None and dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {dtype!r}")
+        try:
+            return str(DTYPES.get(resolve_dtype(dtype, str(self.device), pretrained), dtype)).removeprefix("torch.")
+        except RunError as e:
+            raise ValueError(str(e).replace("--dtype", "dtype=")) from None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    # ------------------------------------------------------------------ one family's part
+
+    def answer(self, prompts: list[str], visuals: list[list], gen: dict[str, Any]) -> list[Answer]:
+        """Answer a batch: ``visuals[b]`` is request b's list of PIL images (may be empty)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ lmms-eval's API
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError(f"{type(self).__name__} generates answers; loglikelihood tasks are not supported")
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} does not support multi-round generation")
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        tally = VisualTokenTally()
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="Model Responding")
+        for idxs in groups.values():
+            gen = self._generation_settings(requests[idxs[0]].args[1])
+            for start in range(0, len(idxs), self.batch_size):
+                batch = idxs[start:start + self.batch_size]
+                args = [requests[i].args for i in batch]
+                visuals = [self._visuals(a) for a in args]
+                try:
+                    answers = self.answer([a[0] for a in args], visuals, gen)
+                except PromptTooLongError as e:
+                    _, _, _, doc_id, task, _ = args[e.index]
+                    raise ValueError(
+                        f"task {task}, document {doc_id}: the prompt is {e.length} tokens long with its visual "
+                        f"tokens, more than the model's context of {e.limit}; lmms-eval keeps no per-question "
+                        f"error entries, so the run stops here (the scripts' drivers record such a question "
+                        f"as an error entry and go on)"
+                    ) from e
+                for i, a, ans in zip(batch, args, answers):
+                    record = sample_record(ans.images, self.compression)
+                    tally.add(a[4], record, ans.output_tokens)
+                    counts = VisualTokenCounts(input_tokens=ans.input_tokens, output_tokens=ans.output_tokens,
+                                               visual=record)
+                    results[i] = GenerationResult(stop_at(ans.text, gen["until"]), counts)
+                bar.update(len(batch))
+        bar.close()
+        figures = tally.log()
+        if figures and self.rank == 0:
+            logger.info(f"visual tokens kept: {figures['visual_token_ratio']:.4f} of uncompressed "
+                        f"({self.compression['name']})")
+        return results
+
+    # ------------------------------------------------------------------ helpers
+
+    def _visuals(self, args: tuple) -> list:
+        """The request's images (``doc_to_visual`` of its document), ``None`` entries dropped."""
+        from PIL import Image
+
+        _context, _gen, doc_to_visual, doc_id, task, split = args
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+        out = [v for v in visuals if v is not None]
+        for v in out:
+            if not isinstance(v, Image.Image):
+                raise TypeError(f"{type(self).__name__} takes images; task {task} gave a {type(v).__name__} "
+                                f"({str(v)[:80]!r}) — video input comes with the video models")
+        return out
+
+    def _generation_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
+        gen = dict(raw or {})
+        ignored = sorted(set(gen) - set(GEN_KEYS))
+        for key in ignored:
+            if key not in self._warned:
+                self._warned.add(key)
+                logger.warning(f"{type(self).__name__}: generation setting {key!r} is ignored")
+        until = gen.get("until") or []
+        if isinstance(until, str):
+            until = [until]
+        if not isinstance(until, list):
+            raise ValueError(f"until must be a string or a list of strings, got {type(until).__name__}")
+        temperature = float(gen.get("temperature") or 0.0)
+        return {
+            "until": until,
+            "max_new_tokens": int(gen.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
+            "temperature": temperature,
+            "top_p": gen.get("top_p") if temperature > 0 else None,
+            "num_beams": int(gen.get("num_beams") or 1),
+        }
