@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compression_helpers import random_scores
 
 from llava.compression import COMPRESSORS, AnyResLayout, GlobalCom2, build_compressor, option_names
 from llava.compression import functional as Fn
@@ -317,7 +318,7 @@ def test_random_cases_token_counts_and_indices():
 def test_dtype_is_preserved(dtype, name):
     lay = layout((1000, 600))
     comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.25)
-    out = comp.compress(torch.randn(5, N, 16, dtype=dtype), torch.randn(16, dtype=dtype), lay, torch.randn(5, N))
+    out = comp.compress(torch.randn(5, N, 16, dtype=dtype), torch.randn(16, dtype=dtype), lay, random_scores(comp, 5, N))
     assert out.tokens.dtype == dtype
 
 

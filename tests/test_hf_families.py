@@ -124,6 +124,9 @@ def test_cls_free_towers(request, name):
         llava.hf.prepare_inputs(model, build_compressor("fastervlm", score="cls_logits"), **inputs)
     with pytest.raises(ValueError, match="layout='reference' is not available"):
         llava.hf.prepare_inputs(model, build_compressor("globalcom2", layout="reference"), **inputs)
+    for peer in ("visionzip", "hired", "prumerge", "prumerge_plus"):  # defined by [CLS] attention and keys
+        with pytest.raises(ValueError, match=f"{peer} reads the \\[CLS\\] attention and keys .* no \\[CLS\\] token"):
+            llava.hf.prepare_inputs(model, build_compressor(peer), **inputs)
 
 
 def test_default_scores_match_neg_cos_explicitly(hf_onevision):

@@ -123,3 +123,20 @@ def test_llm_pruning_checks_its_inputs_and_install_refuses_in_llm_methods(hf_lla
     with pytest.raises(ValueError, match="inside the LLM"):
         llava.hf.install(model, processor, build_compressor("globalcom2+fastv", budget="exact", k=1))
     assert "forward" not in model.model.language_model.__dict__
+
+
+def test_video_and_image_tokens_are_pruned_together_on_qwen(hf_qwen2_vl):
+    """A prompt with an image and a video: both runs are visual tokens of the in-LLM stage, each
+    record gets its own counts, and cached decoding equals recomputing the pruned prefill."""
+    from hf_helpers import process_videos, random_clip, random_image
+
+    model, processor = hf_qwen2_vl
+    inputs = process_videos(model, processor, [random_clip(4, seed=1)], images=[[random_image(160, 120, seed=2)]])
+    comp = build_compressor("fastv", k=1, retention_ratio=0.25)
+    cached, recs = llava.hf.generate(model, comp, **inputs, max_new_tokens=3, do_sample=False, return_records=True)
+    free = llava.hf.generate(model, comp, **inputs, max_new_tokens=3, do_sample=False, use_cache=False)
+    assert torch.equal(cached, free)
+    assert [r.is_video for r in recs] == [False, True]
+    total = sum(r.index.shape[0] for r in recs)
+    assert sum(r.llm.tokens_per_layer[1] for r in recs) == round(0.25 * total)
+    assert all(r.llm.tokens_per_layer[0] == r.index.shape[0] for r in recs)

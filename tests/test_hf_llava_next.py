@@ -30,6 +30,10 @@ CONFIGS = [
     dict(name="fastervlm"),
     dict(name="fastervlm", score="attn_received", retention_ratio=0.3, layout="reference"),
     dict(name="uniform_random", seed=3),
+    dict(name="visionzip", retention_ratio=0.1),
+    dict(name="hired", alpha=0.3, regions="spatial", newlines="none"),
+    dict(name="prumerge", merge="mean", newlines="all"),
+    dict(name="prumerge_plus", budget="adaptive"),
 ]
 
 
@@ -84,7 +88,7 @@ def test_visual_tokens_equal_our_tree(tiny, model, converted_llava_next):
                 assert (theirs.tokens - mine.tokens).abs().max().item() <= 1e-5, (config, SIZES[i])
 
 
-LOGIT_CONFIGS = [CONFIGS[i] for i in (0, 1, 8, 10, 11)]  # each method, both layouts, exact budgets
+LOGIT_CONFIGS = [CONFIGS[i] for i in (0, 1, 8, 10, 11, 12, 15)]  # each method family, both layouts, exact budgets
 
 
 @pytest.mark.parametrize("config", LOGIT_CONFIGS, ids=_config_id)

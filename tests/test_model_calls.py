@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from llava.compression import AnyResLayout, FasterVLM, GlobalCom2, build_compressor
+from llava.compression import AnyResLayout, FasterVLM, GlobalCom2, ScoreRequest, build_compressor
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import PromptTooLongError
 from llava.mm_utils import anyres_token_count, process_images, tokenizer_image_token
@@ -121,8 +121,8 @@ def test_score_layer_out_of_range_is_refused_at_attach(model):
 def test_default_score_kind_and_layer_per_method():
     """FasterVLM: post-softmax [CLS] attention of the penultimate layer; GlobalCom²: the
     release's pre-softmax logits of the last layer."""
-    assert FasterVLM().score_request() == ("cls_softmax", -2)
-    assert GlobalCom2().score_request() == ("cls_logits", -1)
+    assert FasterVLM().score_request() == ScoreRequest("cls_softmax", -2)
+    assert GlobalCom2().score_request() == ScoreRequest("cls_logits", -1)
 
 
 # ----------------------------------------------------------------------------- hand-computed crop selection
@@ -262,9 +262,10 @@ def test_offloading_device_map_generates_the_plain_tokens(tiny, tiny_ckpt, tmp_p
     for weight in (model.get_model().layers[0].self_attn.q_proj.weight, tower_layer.self_attn.k_proj.weight):
         assert weight.device.type == "meta"  # really offloaded
     img = random_image((1000, 600), 2)
-    # GlobalCom² scores at the tower's last layer (past the feature layer), FasterVLM inside it;
-    # with the base model offloaded, GlobalCom² covers image_newline (the tower as above).
-    for method in ("globalcom2", "fastervlm") if "tower" in name else ("globalcom2",):
+    # GlobalCom² scores at the tower's last layer (past the feature layer), FasterVLM inside it,
+    # HiRED at two layers, PruMerge reads keys too; with the base model offloaded, GlobalCom²
+    # covers image_newline (the tower as above).
+    for method in ("globalcom2", "fastervlm", "hired", "prumerge") if "tower" in name else ("globalcom2",):
         comp = build_compressor(method, retention_ratio=0.25)
         ref_records, records = [], []
         expected = _gen(tiny, PROMPT, img, compressor=comp, image_records=ref_records, max_new_tokens=4)

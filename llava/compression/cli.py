@@ -1,13 +1,14 @@
 """Command-line flags for choosing a compressor, shared by every entry point.
 
-``add_compression_args(parser)`` adds ``--compression {none,globalcom2,fastervlm,...}`` (also a
-pipeline ``VISION+LLM``, e.g. ``globalcom2+fastv``), ``--retention-ratio``, ``--tau`` (the budget
-softmax temperature; ``--temperature`` stays the sampling temperature of the LLaVA CLIs),
-``--alpha``, ``--allocation``, ``--score``, ``--score-layer``, ``--layout``, ``--crop-order``,
-``--budget``, ``--seed`` and the in-LLM methods' ``--fastv-k``, ``--prune-layers``,
-``--pdrop-ratios``, ``--sparsevlm-scale``, ``--sparsevlm-bias``, ``--sparsevlm-recycle``,
-``--vision-ratio``; ``compressor_from_args(args)`` builds the compressor (``None`` for
-``none``). Options a method does not take are rejected by name.
+``add_compression_args(parser)`` adds ``--compression {none,globalcom2,fastervlm,...}`` (every
+registered method, or a pipeline ``VISION+LLM``, e.g. ``globalcom2+fastv``), ``--retention-ratio``,
+``--tau`` (the budget softmax temperature; ``--temperature`` stays the sampling temperature of the
+LLaVA CLIs), ``--alpha``, ``--allocation``, ``--score``, ``--score-layer``, ``--layout``,
+``--crop-order``, ``--budget``, ``--seed``, the vision-stage peers' ``--newlines``, ``--merge``,
+``--contextual-ratio``, ``--early-layer``, ``--regions``, ``--neighbours``, ``--spatial-share`` and
+the in-LLM methods' ``--fastv-k``, ``--prune-layers``, ``--pdrop-ratios``, ``--sparsevlm-scale``,
+``--sparsevlm-bias``, ``--sparsevlm-recycle``, ``--vision-ratio``; ``compressor_from_args(args)``
+builds the compressor (``None`` for ``none``). Options a method does not take are rejected by name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import argparse
 from typing import Any
 
 from . import in_llm  # noqa: F401  (registers the in-LLM methods)
+from .functional import NEWLINE_POLICIES
 from .methods import BUDGETS, COMPRESSORS, CROP_ORDERS, Compressor, GlobalCom2, build_compressor, option_names
+from .peer_functional import MERGES, REGIONS
 from .pipeline import is_pipeline_name, split_name
 from .scoring import SCORE_KINDS
 
@@ -33,14 +36,18 @@ _FLAGS = {
     "temperature": dict(type=float, help="softmax temperature τ of the crop / frame budgets (globalcom2: default 10; "
                         "vidcom2: default 0.01). Named --tau because --temperature is the sampling temperature of "
                         "every LLaVA CLI"),
-    "alpha": dict(type=float, help="weight of the global score, 0 = local only, 1 = global only (globalcom2; default 0.5)"),
+    "alpha": dict(type=float, help="globalcom2: weight of the global score, 0 = local only, 1 = global only; "
+                  "hired: the thumbnail's share of the budget (default 0.5 for both)"),
     "allocation": dict(choices=GlobalCom2.ALLOCATIONS, help="crop (video: frame) budget rule (globalcom2; default softmax_sum)"),
     "score": dict(choices=SCORE_KINDS, help="token score: cls_logits (release), cls_softmax (paper Eq. 1), "
-                  "neg_cos (CLS-free), attn_received (attention each token receives, CLS-free)"),
-    "score_layer": dict(type=int, help="vision layer whose attention scores tokens (globalcom2 -1, fastervlm -2)"),
+                  "neg_cos (CLS-free), attn_received (attention each token receives, CLS-free), "
+                  "cls_softmax_onehead (all heads as one, PruMerge's)"),
+    "score_layer": dict(type=int, help="vision layer whose attention scores tokens (globalcom2 -1, fastervlm -2, "
+                        "visionzip -2, hired -2, prumerge -1)"),
     "layout": dict(choices=("faithful", "reference"), help="token packing: faithful (default) or reference (the release's sequence)"),
     "budget": dict(choices=BUDGETS, help="adaptive (default) or exact: the kept count a function of the image size "
-                   "(video: frames × tokens per frame) and R (sizes placeholders before the vision tower runs)"),
+                   "(video: frames × tokens per frame) and R (sizes placeholders before the vision tower runs); "
+                   "prumerge: exact (default) or adaptive (its own IQR count)"),
     "seed": dict(type=int, help="random seed (uniform_random)"),
     "crop_order": dict(choices=CROP_ORDERS, help="crops in the sequence: forward (the host's order, default) or "
                        "reverse (reverse raster order; same tokens, for the positional-bias study)"),
@@ -52,6 +59,18 @@ _FLAGS = {
     "recycle": dict(type=_on_off, help="SparseVLM's token recycling, true/false (default true)"),
     "vision_ratio": dict(type=float, help="pipelines: the vision stage's ratio (default sqrt(R); the in-LLM stage "
                          "then keeps R/vision_ratio)"),
+    "newlines": dict(choices=NEWLINE_POLICIES, help="vision-stage peers: newline after canvas rows that keep a token "
+                     "(kept, default, vanilla), after every row (all) or none (the peers' own LLaVA-NeXT code)"),
+    "merge": dict(choices=MERGES, help="visionzip / prumerge: how merged features are formed: release (default, the "
+                  "peer's code), mean (a true average) or none (no merging)"),
+    "contextual_ratio": dict(type=float, help="visionzip: share of each view's tokens that are contextual "
+                             "(default 10/64, its 54 + 10 split)"),
+    "early_layer": dict(type=int, help="hired: vision layer whose [CLS] attention splits the crops' budget (default 0)"),
+    "regions": dict(choices=REGIONS, help="hired: a crop's share of the thumbnail: release (default, HiRED's code: "
+                    "bands of rows) or spatial (the crop's region)"),
+    "neighbours": dict(type=int, help="prumerge: tokens merged into each kept token (default 32)"),
+    "spatial_share": dict(type=float, help="prumerge_plus, budget exact: share of each view's tokens that are "
+                          "spatial samples (default 0.75)"),
 }
 
 _ALIASES = {

@@ -162,7 +162,7 @@ class PackPlan(NamedTuple):
     kept: torch.Tensor | None  # [T] positions in the uncompressed sequence (None: reference layout)
 
 
-NEWLINE_POLICIES = ("kept", "all")
+NEWLINE_POLICIES = ("kept", "all", "none")
 
 
 def pack_plan(
@@ -185,9 +185,10 @@ def pack_plan(
 
     ``faithful``: kept thumbnail tokens in raster order, then the visible canvas row by row,
     kept tokens at their true positions, and a newline after each row that still holds a kept
-    token (``newlines="kept"``, vanilla LLaVA-NeXT's rule) or after every row
-    (``newlines="all"``, a token count fixed by the image size) — with everything kept this
-    *is* the host's packing. A layout without newlines (Qwen2-VL) never gets one.
+    token (``newlines="kept"``, vanilla LLaVA-NeXT's rule), after every row
+    (``newlines="all"``, a token count fixed by the image size) or after none
+    (``newlines="none"``; a single view keeps its own newline) — with everything kept and the
+    vanilla rule this *is* the host's packing. A layout without newlines (Qwen2-VL) never gets one.
     ``reference``: the authors' release — thumbnail in ``thumb_order`` (descending score),
     each crop's kept token ``u`` (its index among the crop's unpadded tokens) written at cell
     ``u`` of the crop's ``side × side`` grid, and a newline after every padded canvas row.
@@ -233,7 +234,7 @@ def pack_plan(
     if mode == "faithful":
         src = cell + n_tok
         keep = crop_keep.reshape(-1)[cell]
-        if not layout.newline:
+        if not layout.newline or newlines == "none":
             row_nl = keep.new_zeros(keep.shape[0], 1)
         elif newlines == "all":
             row_nl = keep.new_ones(keep.shape[0], 1)

@@ -37,7 +37,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from . import functional as Fn
-from .methods import Compressor, Selection, _check_ratio, register_compressor
+from .methods import Compressor, NoCompression, Selection, _check_ratio, register_compressor
 
 
 class LLMStage(NamedTuple):
@@ -213,9 +213,12 @@ class InLLMCompressor(Compressor):
     #: whether a per-stage ratio of the visual budget is set by ``retention_ratio``
     uses_ratio: ClassVar[bool] = True
 
+    # The vision stage keeps every image and video token, exactly as the host lays them out.
     def select(self, layout, scores, views) -> Selection:
-        thumb, crops = Fn.keep_all(layout, views.device)
-        return Selection(thumb, crops)
+        return NoCompression.select(self, layout, scores, views)
+
+    def select_video(self, layout, scores, frames) -> Selection:
+        return NoCompression.select_video(self, layout, scores, frames)
 
     def stages(self) -> tuple[LLMStage, ...]:
         raise NotImplementedError

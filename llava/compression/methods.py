@@ -3,7 +3,8 @@
 Every method follows one template (:meth:`Compressor.compress`): ``select`` decides which
 thumbnail and crop tokens to keep, ``pack_plan`` lays them out, ``gather_tokens`` copies (and
 projects) them. Top-k methods share :class:`TopKCompressor`, so a new one is usually a
-``token_scores``, ``budgets`` or ``crop_scores`` override.
+``token_scores``, ``budgets`` or ``crop_scores`` override. Methods defined elsewhere join the
+registry with :func:`register` (the vision-stage peers: :mod:`.peers`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,27 @@ from . import functional as Fn
 from . import video as Vd
 from .functional import AnyResLayout
 from .layout import VideoLayout
-from .scoring import SCORE_KINDS
+from .scoring import SCORE_KINDS, TowerScores
 
 
 class ScoreRequest(NamedTuple):
-    """Which token scores a method needs from the vision tower."""
+    """Which token scores a method needs from the vision tower. With ``keys`` or
+    ``extra_layers`` the tower hands back a :class:`~llava.compression.scoring.TowerScores`
+    instead of the ``[V, N]`` scores alone."""
 
-    kind: str  # cls_logits | cls_softmax | neg_cos | attn_received
+    kind: str  # cls_logits | cls_softmax | cls_softmax_onehead | neg_cos | attn_received
     layer: int  # encoder layer whose attention is used (ignored for neg_cos)
+    keys: str | None = None  # also that layer's patch keys: head_mean [V, N, d] | concat [V, N, C]
+    extra_layers: tuple[int, ...] = ()  # also the same score at these layers
 
 
 @dataclass
 class Selection:
     """What one image keeps. ``thumb_keep`` ``[N]``, ``crop_keep`` ``[n, N]`` (bool, true
     grid positions); ``budgets`` ``[n]`` per-crop ratios r_j; ``thumb_order`` the kept
-    thumbnail indices by descending score (used by the ``reference`` layout).
+    thumbnail indices by descending score (used by the ``reference`` layout); ``views``
+    ``[V, N, C]`` the features to pack when a method merges tokens (a kept token's row holds
+    its merged feature; ``None``: the input views).
 
     What one video keeps: ``crop_keep`` ``[F, N]`` holds the frames' masks (also as
     :attr:`frame_keep`), ``budgets`` ``[F]`` the per-frame ratios r_f, ``thumb_keep`` is empty."""
@@ -43,6 +50,7 @@ class Selection:
     crop_keep: torch.Tensor
     budgets: torch.Tensor | None = None
     thumb_order: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
     @property
     def frame_keep(self) -> torch.Tensor:
@@ -149,10 +157,13 @@ class NonFiniteScoresError(ValueError):
     """Token scores with NaN or inf (e.g. an fp16 overflow in the vision tower)."""
 
 
-def _finite_flag(scores: torch.Tensor) -> torch.Tensor:
+def _finite_flag(scores: torch.Tensor | TowerScores) -> torch.Tensor:
     """Whether ``scores`` are all finite, copied to the host without waiting: it is read only
     after the selection, whose data-dependent length synchronises the device anyway (no
     extra sync, and no device-side assert that would poison a CUDA context)."""
+    if isinstance(scores, TowerScores):
+        flags = torch.stack([torch.isfinite(t).all() for t in scores if t is not None])
+        return flags.all().to("cpu", non_blocking=True)
     return torch.isfinite(scores).all().to("cpu", non_blocking=True)
 
 
@@ -186,6 +197,11 @@ class Compressor:
         with ``crop_keep`` ``[F, N]`` (and per-frame ``budgets`` when the method allocates them)."""
         raise NotImplementedError(f"{self.name} does not compress videos")
 
+    @classmethod
+    def handles_video(cls) -> bool:
+        """Whether the method compresses videos (it implements :meth:`select_video`)."""
+        return cls.select_video is not Compressor.select_video
+
     def newline_policy(self) -> str:
         """Which canvas rows end in a newline: ``kept`` (rows still holding a kept token,
         vanilla) or ``all`` (a count fixed by the image size)."""
@@ -206,9 +222,10 @@ class Compressor:
     ) -> CompressedImage:
         """``views`` ``[V, N, C]`` (thumbnail first) → packed tokens ``[T, D]``.
 
-        ``scores`` ``[V, N]`` as asked for by :meth:`score_request`. ``project`` (a per-token
-        map, e.g. the vision→language projector) is applied to the kept tokens only, so
-        ``views`` may be the vision tower's features; without it ``C == D``.
+        ``scores`` ``[V, N]`` as asked for by :meth:`score_request` (a :class:`TowerScores` when
+        it asks for keys or extra layers). ``project`` (a per-token map, e.g. the
+        vision→language projector) is applied to the kept tokens only — after any merging —
+        so ``views`` may be the vision tower's features; without it ``C == D``.
 
         A video: ``layout`` a :class:`VideoLayout`, ``views`` its frames ``[F, N, C]``,
         ``scores`` ``[F, N]``, ``newline`` the token closing the video (``None`` if it has none);
@@ -226,11 +243,15 @@ class Compressor:
             layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy(), self.crop_order
         )
         if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
+            dtype = scores.scores.dtype if isinstance(scores, TowerScores) else scores.dtype
             raise NonFiniteScoresError(
                 f"{self.name}: the vision tower's token scores contain NaN or inf "
-                f"(scores dtype {scores.dtype}); the image cannot be compressed"
+                f"(scores dtype {dtype}); the image cannot be compressed"
             )
-        tokens = Fn.gather_tokens(views, newline, plan.index, plan.newline_pos, project)
+        source = views if sel.views is None else sel.views
+        tokens = Fn.gather_tokens(source, newline, plan.index, plan.newline_pos, project)
+        if sel.views is not None:  # records keep the selection, not a copy of the features
+            sel = dataclasses.replace(sel, views=None)
         return CompressedImage(tokens, plan.index, sel, layout, plan.kept)
 
     def _compress_video(
@@ -502,7 +523,12 @@ COMPRESSORS: dict[str, type[Compressor]] = {
 
 
 def register_compressor(cls: type[Compressor]) -> type[Compressor]:
-    """Class decorator: make ``cls`` available as ``build_compressor(cls.name, ...)``."""
+    """Class decorator: add a method to :data:`COMPRESSORS` under its ``name``, so
+    ``build_compressor(cls.name, ...)`` builds it (a name taken by another class is an error)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if COMPRESSORS.get(cls.name, cls) is not cls:
+        raise ValueError(f"compression method {cls.name!r} is already registered ({COMPRESSORS[cls.name].__name__})")
     COMPRESSORS[cls.name] = cls
     return cls
 

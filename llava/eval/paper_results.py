@@ -38,6 +38,9 @@ AVERAGES_7B: dict[str, dict[float, float]] = {
     "sparsevlm": {0.75: 96.3, 0.50: 95.5, 0.25: 93.1, 0.10: 83.2},
 }
 
+#: The peers of Table II (7B) whose per-benchmark figures are not recorded here, only their Averages.
+PAPER_PEERS_7B = ("fastv", "sparsevlm", "fastervlm")
+
 # ---- Table III, LLaVA-NeXT-13B
 UNCOMPRESSED_13B = _row(82.8, 65.4, 60.5, 73.5, 64.3, 86.2, 1575.9, 70.0, 64.2, 48.4)
 AVERAGES_13B: dict[str, dict[float, float]] = {

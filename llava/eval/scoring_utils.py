@@ -35,8 +35,9 @@ next to the scored result file (``{"compression": {"name": ..., "retention_ratio
 ``compression`` entry, a null one, or a name in ``none``/``uncompressed``/``baseline`` means the
 uncompressed model (method ``"uncompressed"``, ratio 1.0). An option that contradicts that
 ``config.json`` (another model name, method or ratio) is refused: a score is never recorded under
-another run's name. The run's checkpoint identity (``checkpoint``: path + fingerprint) is copied
-into the record.  When nothing is known the fields are
+another run's name. The run's checkpoint identity (``checkpoint``: path + fingerprint) and its
+full compression config (``compression``: every option, so that :mod:`llava.eval.summarize`
+keeps runs of one method with different options apart) are copied into the record.  When nothing is known the fields are
 null and :mod:`llava.eval.summarize` tries again with a ``config.json`` next to the score file.
 
 Server-scored benchmarks (VQAv2, VizWiz) and hand-graded numbers can be recorded with::
@@ -133,10 +134,12 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
 def read_run_config(result_file: str | os.PathLike | None) -> dict:
     """Read ``config.json`` next to ``result_file`` (or in it, if it is a directory).
 
-    Returns ``{"method", "retention_ratio", "model", "checkpoint"}`` with None for unknown
-    fields (``checkpoint``: the generation run's ``{path, fingerprint}`` record).
+    Returns ``{"method", "retention_ratio", "model", "checkpoint", "compression"}`` with None for
+    unknown fields (``checkpoint``: the generation run's ``{path, fingerprint}`` record;
+    ``compression``: the run's resolved compression config, every option).
     """
-    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None, "checkpoint": None}
+    out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None, "checkpoint": None,
+                           "compression": None}
     if not result_file:
         return out
     d = os.fspath(result_file)
@@ -157,9 +160,10 @@ def read_run_config(result_file: str | os.PathLike | None) -> dict:
 
 def config_to_fields(cfg: dict) -> dict:
     """Map a run ``config.json`` dict onto ``method`` / ``retention_ratio`` / ``model`` /
-    ``checkpoint``."""
+    ``checkpoint`` / ``compression``."""
     out: dict[str, Any] = {"method": None, "retention_ratio": None, "model": None,
-                           "checkpoint": cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), dict) else None}
+                           "checkpoint": cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), dict) else None,
+                           "compression": cfg.get("compression") if isinstance(cfg.get("compression"), dict) else None}
     for key in ("model", "model_name", "model_id", "model_path"):
         val = cfg.get(key)
         if isinstance(val, str) and val:
@@ -255,6 +259,8 @@ def make_score_record(
     }
     if cfg["checkpoint"] is not None:
         rec["checkpoint"] = cfg["checkpoint"]
+    if cfg["compression"] is not None and m != "uncompressed":
+        rec["compression"] = cfg["compression"]  # every option, so runs of one method with other options never mix
     if coverage is not None:
         rec["coverage"] = coverage
     return rec

@@ -1,7 +1,8 @@
 """Collect benchmark scores into the paper's results table (Table II layout).
 
-One row per (model, method, retention ratio); columns VQAv2 GQA VizWiz SQA TextVQA POPE MME MMB
-MMB-CN MM-Vet, then ``Average`` = mean over the row's available benchmarks of
+One row per (model, method and its non-default options, retention ratio), in Table II's order
+(per model: uncompressed, then each ratio from the largest, GlobalCom² last); columns VQAv2 GQA
+VizWiz SQA TextVQA POPE MME MMB MMB-CN MM-Vet, then ``Average`` = mean over the row's available benchmarks of
 score / uncompressed score x 100 (raw MME perception), as in the paper.  ``Average`` is marked
 ``*`` with the number of benchmarks used when fewer than ten are available.
 
@@ -35,8 +36,14 @@ its ``*(n)`` mark shows how many benchmarks were averaged); a footnote says whic
 Average baseline (``--baseline``): ``auto`` uses the uncompressed row of the same model found in
 the results; ``paper-7b`` / ``paper-13b`` use the paper's uncompressed figures.
 
+Options: a record's ``compression`` (copied from the run's ``config.json`` by the scorers, or
+read from a ``config.json`` next to the score file) names every option of the run; those that
+differ from the method's defaults label the row (``visionzip (merge=mean)``), so runs of one
+method with different options never share a row.
+
 ``--paper`` prints the paper's own Table II (7B) with the Averages recomputed from its
-per-benchmark figures next to the published ones, plus the 13B uncompressed row.
+per-benchmark figures next to the published ones — for FastV, SparseVLM and FasterVLM only the
+published Averages are recorded here — plus the 13B uncompressed row.
 """
 
 from __future__ import annotations
@@ -54,26 +61,51 @@ from llava.eval.paper_results import (
     AVERAGES_13B,
     BENCHMARK_ORDER,
     COLUMN_NAMES,
+    PAPER_PEERS_7B,
     paper_baseline,
     paper_rows,
     relative_average,
 )
 from llava.eval.scoring_utils import BENCHMARKS, normalise_method, read_run_config, run_cli
 
+_FILLED = ("method", "retention_ratio", "model", "compression")
+
 
 def _fill_from_config(rec: dict, score_path: str) -> dict:
     rec = dict(rec)
     for source in (score_path, rec.get("result_file")):
-        if rec.get("method") is not None and rec.get("retention_ratio") is not None and rec.get("model"):
+        if all(rec.get(k) is not None for k in _FILLED):
             break
         if not source:
             continue
         cfg = read_run_config(source)
-        for k in ("method", "retention_ratio", "model"):
+        for k in _FILLED:
             if rec.get(k) is None and cfg.get(k) is not None:
                 rec[k] = cfg[k]
     rec["method"], rec["retention_ratio"] = normalise_method(rec.get("method"), rec.get("retention_ratio"))
+    rec["options"] = method_options(rec["method"], rec.get("compression"))
     return rec
+
+
+def method_options(method: str | None, compression: dict | None) -> str:
+    """The options of a run's compression config that differ from the method's defaults, as
+    ``"merge=mean, newlines=all"`` (empty for the defaults, or when the method or its config is
+    unknown here). Rows of one method with different options are kept apart."""
+    if not method or method == "uncompressed" or not isinstance(compression, dict):
+        return ""
+    if str(compression.get("name")) != method:
+        return ""
+    import dataclasses
+
+    from llava.compression import COMPRESSORS  # imports torch: only when configs are found
+
+    cls = COMPRESSORS.get(method)
+    if cls is None:
+        return ""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    changed = [f"{k}={compression[k]}" for k in defaults
+               if k != "retention_ratio" and k in compression and compression[k] != defaults[k]]
+    return ", ".join(changed)
 
 
 def discover(results_dir: str) -> list[dict]:
@@ -113,25 +145,42 @@ def comparable_scores(row: dict) -> dict[str, float]:
     return {b: v for b, v in row["scores"].items() if b not in flags}
 
 
+#: Row order within a retention ratio: the paper's Table II (FastV, SparseVLM, FasterVLM, then
+#: GlobalCom²), the other peers before GlobalCom², methods not listed here in name order.
+METHOD_ORDER = ("fastv", "sparsevlm", "pdrop", "fastervlm", "visionzip", "hired", "prumerge", "prumerge_plus")
+
+
+def method_rank(method: str | None) -> tuple:
+    m = str(method or "~")
+    if m == "uncompressed":
+        return (0, 0, "")
+    if m in METHOD_ORDER:
+        return (1, METHOD_ORDER.index(m), "")
+    return (3 if m == "globalcom2" else 2, 0, m)
+
+
 def build_rows(records: Iterable[dict]) -> list[dict]:
-    """Merge records into rows ``{"model", "method", "retention_ratio", "scores"}`` (newest wins)."""
+    """Merge records into rows ``{"model", "method", "options", "retention_ratio", "scores"}``
+    (newest wins), ordered like the paper's Table II: per model, the uncompressed row, then each
+    retention ratio from the largest with its methods in :data:`METHOD_ORDER`, GlobalCom² last."""
     cells: dict[tuple, dict] = {}
     for rec in records:
-        key = (rec.get("model"), rec.get("method"), rec.get("retention_ratio"), rec["benchmark"])
+        key = (rec.get("model"), rec.get("method"), rec.get("options", ""), rec.get("retention_ratio"), rec["benchmark"])
         stamp = (str(rec.get("created") or ""), rec.get("_mtime", 0.0))
         if key not in cells or stamp >= cells[key][0]:
             cells[key] = (stamp, float(rec["score"]), record_flag(rec))
     rows: dict[tuple, dict] = {}
-    for (model, method, ratio, bench), (_stamp, score, flag) in cells.items():
-        row = rows.setdefault((model, method, ratio), {"model": model, "method": method,
-                                                       "retention_ratio": ratio, "scores": {}, "flags": {}})
+    for (model, method, options, ratio, bench), (_stamp, score, flag) in cells.items():
+        row = rows.setdefault((model, method, options, ratio), {
+            "model": model, "method": method, "options": options, "retention_ratio": ratio, "scores": {}, "flags": {}})
         row["scores"][bench] = score
         if flag:
             row["flags"][bench] = flag
 
     def order(row):
-        return (str(row["model"] or ""), row["method"] != "uncompressed", str(row["method"] or "~"),
-                -(row["retention_ratio"] if row["retention_ratio"] is not None else -1))
+        ratio = row["retention_ratio"] if row["retention_ratio"] is not None else -1
+        return (str(row["model"] or ""), row["method"] != "uncompressed", -ratio, method_rank(row["method"]),
+                row.get("options", ""))
 
     return sorted(rows.values(), key=order)
 
@@ -174,7 +223,8 @@ def table_cells(rows: list[dict], extra: list[tuple[str, str]] | None = None) ->
     header += [name for name, _ in extra]
     body = []
     for r in rows:
-        cells = [str(r.get("model") or "-"), str(r.get("method") or "unknown"), _fmt_ratio(r.get("retention_ratio"))]
+        method = str(r.get("method") or "unknown") + (f" ({r['options']})" if r.get("options") else "")
+        cells = [str(r.get("model") or "-"), method, _fmt_ratio(r.get("retention_ratio"))]
         cells += [_fmt_score(r["scores"].get(b), r.get("flags", {}).get(b)) for b in BENCHMARK_ORDER]
         cells.append(_fmt_avg(r))
         cells += [str(r.get(key, "-")) for _, key in extra]
@@ -199,11 +249,12 @@ def render_markdown(header: list[str], body: list[list[str]]) -> str:
 def render_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "method", "retention_ratio"] + BENCHMARK_ORDER + ["average", "n_average", "not_comparable"])
+    w.writerow(["model", "method", "options", "retention_ratio"] + BENCHMARK_ORDER
+               + ["average", "n_average", "not_comparable"])
     for r in rows:
         flags = r.get("flags", {})
-        w.writerow([r.get("model") or "", r.get("method") or "", "" if r.get("retention_ratio") is None
-                    else r["retention_ratio"]]
+        w.writerow([r.get("model") or "", r.get("method") or "", r.get("options", ""),
+                    "" if r.get("retention_ratio") is None else r["retention_ratio"]]
                    + ["" if r["scores"].get(b) is None else r["scores"][b] for b in BENCHMARK_ORDER]
                    + ["" if r.get("average") is None else round(r["average"], 4), r.get("n_average", 0),
                       ";".join(f"{b}:{flags[b]}" for b in BENCHMARK_ORDER if b in flags)])
@@ -211,14 +262,27 @@ def render_csv(rows: list[dict]) -> str:
 
 
 def paper_table_rows() -> list[dict]:
-    """The paper's 7B rows (Table II) and the 13B uncompressed row, with recomputed Averages."""
+    """The paper's 7B rows (Table II: GlobalCom² with per-benchmark figures and recomputed
+    Averages; FastV, SparseVLM and FasterVLM with their published Averages only) and the 13B
+    uncompressed row, in Table II's order."""
     rows = []
     for model in ("7b", "13b"):
         for r in paper_rows(model):
             avg, n = relative_average(r["scores"], paper_baseline(model))
             rows.append({**r, "average": avg, "n_average": n,
                          "published": f"{r['published_average']:.1f}%"})
-    return rows
+    name = rows[0]["model"]
+    for method in PAPER_PEERS_7B:
+        for ratio, published in AVERAGES_7B[method].items():
+            rows.append({"model": name, "method": method, "retention_ratio": ratio, "scores": {}, "average": None,
+                         "n_average": 0, "published_average": published, "published": f"{published:.1f}%"})
+    return build_order(rows)
+
+
+def build_order(rows: list[dict]) -> list[dict]:
+    """``rows`` in Table II's order (see :func:`build_rows`)."""
+    return sorted(rows, key=lambda r: ("13b" in str(r["model"]), r["method"] != "uncompressed",
+                                       -r["retention_ratio"], method_rank(r["method"])))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Summarise benchmark score records into the paper's table.")
     p.add_argument("--results-dir", default="playground/data/eval",
                    help="folder searched recursively for score*.json records (default: %(default)s)")
-    p.add_argument("--paper", action="store_true", help="print the paper's own Table II (7B) and 13B baseline")
+    p.add_argument("--paper", action="store_true", help="print the paper's own Table II (7B: GlobalCom² per "
+                   "benchmark, FastV/SparseVLM/FasterVLM published Averages) and 13B baseline")
     p.add_argument("--baseline", choices=["auto", "paper-7b", "paper-13b"], default="auto",
                    help="uncompressed scores the Average is relative to (default: %(default)s)")
     p.add_argument("--csv", default=None, metavar="OUT", help="also write the table as CSV")
@@ -242,9 +307,8 @@ def _main(argv=None) -> list[dict]:
         header, body = table_cells(rows, extra=[("Published", "published")])
         print("Paper, Table II (LLaVA-NeXT-7B) and Table III uncompressed 13B; Average recomputed:")
         print(render(header, body))
-        others = ", ".join(f"{m} " + "/".join(f"{v:.1f}" for v in AVERAGES_7B[m].values())
-                           for m in ("fastervlm", "fastv", "sparsevlm"))
-        print(f"Published 7B Averages of peers at R = 75/50/25/10%: {others}")
+        print(f"{', '.join(PAPER_PEERS_7B)}: only the published Averages are recorded here (their per-benchmark "
+              "figures are in the paper's Table II), so their cells and recomputed Average are '-'.")
         print("Published 13B Averages at R = 75/50/25/10%: " + ", ".join(
             f"{m} " + "/".join(f"{v:.1f}" for v in AVERAGES_13B[m].values()) for m in ("globalcom2", "fastervlm")))
     else:

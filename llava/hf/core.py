@@ -33,7 +33,7 @@ from llava.compression import (
 from llava.compression import functional as Fn
 from llava.compression import video as Vd
 from llava.compression.in_llm import llm_stage
-from llava.compression.scoring import CLS_KINDS
+from llava.compression.scoring import CLS_KINDS, wants_tower_scores
 from llava.model import hf_adapter
 
 # ----------------------------------------------------------------------------- registry
@@ -166,6 +166,11 @@ class Adapter:
         req = comp.score_request()
         if req is None or self.has_cls or req.kind not in CLS_KINDS:
             return req
+        if wants_tower_scores(req):
+            raise ValueError(
+                f"{comp.name} reads the [CLS] attention and keys of a CLIP-style vision tower; {self.family}'s "
+                "vision tower has no [CLS] token"
+            )
         default = next((f.default for f in dataclasses.fields(comp) if f.name == "score"), None)
         if getattr(comp, "score", None) == default:
             return ScoreRequest("neg_cos", req.layer)
@@ -358,7 +363,7 @@ def llm_pruning(
     mask = kwargs.get("attention_mask")
     image_ids = torch.full_like(ids, -1, dtype=torch.long)
     for modality, is_video in (("image", False), ("video", True)):
-        which = [i for i, r in enumerate(records) if isinstance(r.layout, VideoLayout) == is_video]
+        which = [i for i, r in enumerate(records) if r.is_video == is_video]
         if not which:
             continue
         is_tok = ids == adapter.token_id(modality)

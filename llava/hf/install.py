@@ -49,7 +49,8 @@ def install(model: nn.Module, processor: Any, comp: Compressor) -> None:
     """Make ``model`` and ``processor`` run ``comp`` through their stock entry points.
 
     ``comp`` must pack a count fixed by the image size: ``budget="exact"`` for the AnyRes
-    families (LLaVA-NeXT, OneVision); Qwen's single views always are.
+    families (LLaVA-NeXT, OneVision) — for the vision-stage peers, ``newlines="all"`` or
+    ``"none"`` —; Qwen's single views always are.
     """
     adapter = adapter_for(model)
     if getattr(model, _STATE, None) is not None:
@@ -64,7 +65,7 @@ def install(model: nn.Module, processor: Any, comp: Compressor) -> None:
     if not isinstance(adapter, Qwen2VLAdapter) and comp.token_count(probe) is None:
         raise ValueError(
             f"install needs a token count fixed by the image size; build the compressor with budget='exact' "
-            f"(got {comp.to_dict()})"
+            f"(the vision-stage peers: newlines='all' or 'none'; got {comp.to_dict()})"
         )
     proc_token = getattr(processor, "image_token_id", None)
     if proc_token is not None and int(proc_token) != adapter.image_token_id:

@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from llava.compression import AnyResLayout, CompressedImage, Compressor, ScoreRequest
-from llava.compression.scoring import cls_attention_scores, layer_received_attention, neg_cos_scores
+from llava.compression.scoring import (
+    cls_attention_scores,
+    layer_received_attention,
+    neg_cos_scores,
+    tower_scores,
+    wants_tower_scores,
+)
 
 from .core import Adapter, register
 
@@ -112,7 +118,8 @@ class LlavaNextAdapter(Adapter):
 
     def vision(self, pixels: torch.Tensor, request: ScoreRequest | None, inputs: dict[str, Any]):
         """Views → selected patch features ``[V, N, C]`` (before the projector) and, when
-        ``request`` is given, scores ``[V, N]`` float32 from the same forward."""
+        ``request`` is given, scores ``[V, N]`` float32 from the same forward (a
+        :class:`~llava.compression.scoring.TowerScores` when it asks for keys or extra layers)."""
         tower = self.inner.vision_tower
         dtype = next(tower.parameters()).dtype
         out = tower(pixels.to(device=tower.device, dtype=dtype), output_hidden_states=True, return_dict=True)
@@ -126,6 +133,8 @@ class LlavaNextAdapter(Adapter):
         if request.kind == "neg_cos":
             return feats, neg_cos_scores(feats)
         layers = encoder_layers(tower)
+        if wants_tower_scores(request):
+            return feats, tower_scores(layers, hidden.__getitem__, request)
         index = request.layer + len(layers) if request.layer < 0 else request.layer
         if not 0 <= index < len(layers):
             raise ValueError(f"score_layer {request.layer} out of range for a {len(layers)}-layer vision tower")

@@ -34,7 +34,14 @@ from llava.compression import (
     Selection,
 )
 from llava.compression.in_llm import llm_stage
-from llava.compression.scoring import cls_attention_scores, neg_cos_scores
+from llava.compression.scoring import (
+    cls_attention_scores,
+    join_tower_scores,
+    layer_tower_scores,
+    neg_cos_scores,
+    request_layers,
+    wants_tower_scores,
+)
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import PromptTooLongError
 from llava.utils import onloaded, synchronize
@@ -105,7 +112,8 @@ class LlavaMetaForCausalLM:
         compressor.check_geometry(tower.num_patches)
         request = compressor.score_request()
         if request is not None and request.kind != "neg_cos":
-            tower.check_tap_layer(request.layer)
+            for layer in (request.layer, *request.extra_layers):
+                tower.check_tap_layer(layer)
 
     @contextlib.contextmanager
     def compression(self, compressor: Compressor | None) -> Iterator[list[CompressedImage]]:
@@ -138,10 +146,21 @@ class LlavaMetaForCausalLM:
 
     def encode_views(self, images: torch.Tensor, score_request: ScoreRequest | None = None):
         """Views ``[V, 3, S, S]`` → vision-tower features ``[V, N, C]`` (before the projector)
-        and, when ``score_request`` is given, token scores ``[V, N]`` float32 (else None)."""
+        and, when ``score_request`` is given, token scores ``[V, N]`` float32 (else None) — a
+        :class:`~llava.compression.scoring.TowerScores` when it asks for keys or extra layers."""
         tower = self.get_vision_tower()
         if score_request is None:
             return tower(images), None
+        if wants_tower_scores(score_request):  # several layers, each scored while the tower runs
+            layers = tower.vision_tower.encoder.layers
+            wanted = request_layers(score_request, len(layers))
+            kind, keys = score_request.kind, score_request.keys
+
+            def part(i: int, h: torch.Tensor):
+                return layer_tower_scores(layers[i], h, kind, keys if i == wanted[0] else None)
+
+            feats, parts = tower(images, tap=(wanted, part))
+            return feats, join_tower_scores(parts, wanted)
         if score_request.kind == "neg_cos":
             feats = tower(images)
             return feats, neg_cos_scores(feats)

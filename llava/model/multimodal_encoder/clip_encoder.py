@@ -19,8 +19,9 @@ from llava.utils import execution_device, onloaded
 
 # A scorer receives (layer index, hidden state entering that layer [V, 1+N, C]) and returns
 # whatever the caller wants back (typically per-patch scores [V, N]); it may read that layer's
-# weights (they are on the execution device during the call, even when offloaded).
-LayerTap = tuple[int, Callable[[int, torch.Tensor], torch.Tensor]]
+# weights (they are on the execution device during the call, even when offloaded). A tuple of
+# layers taps each.
+LayerTap = tuple[int | tuple[int, ...], Callable[[int, torch.Tensor], torch.Tensor]]
 
 
 class CLIPVisionTower(nn.Module):
@@ -105,26 +106,43 @@ class CLIPVisionTower(nn.Module):
         With ``tap = (layer, fn)``, ``fn(layer, h)`` is called on the hidden state ``h``
         ``[V, 1+N, C]`` entering encoder layer ``layer`` and ``(features, fn(...))`` is
         returned. If that layer lies beyond the selected one it is not run — its input is
-        already at hand.
+        already at hand. With a tuple of layers, ``fn`` is called at each and the second item
+        is a dict ``{normalised layer: fn(...)}``.
         """
         if isinstance(images, list):
             feats = [self.forward(im.unsqueeze(0), tap) for im in images]
             if tap is None:
                 return torch.cat(feats, 0)
-            return torch.cat([f for f, _ in feats], 0), torch.cat([s for _, s in feats], 0)
+            return torch.cat([f for f, _ in feats], 0), _cat([s for _, s in feats])
         model = self.vision_tower
         hidden = model.pre_layrnorm(model.embeddings(images.to(device=self.device, dtype=self.dtype)))
         depth = self._feature_depth()
-        tap_layer = self.check_tap_layer(tap[0]) if tap is not None else None
-        tapped = None
+        many = tap is not None and isinstance(tap[0], tuple)
+        wanted = [] if tap is None else [self.check_tap_layer(x) for x in (tap[0] if many else (tap[0],))]
+        tapped = {}
         for i, layer in enumerate(model.encoder.layers[:depth]):
-            if i == tap_layer:
+            if i in wanted:
                 with onloaded(layer):  # the scorer reads this layer's weights
-                    tapped = tap[1](i, hidden)
+                    tapped[i] = tap[1](i, hidden)
             out = layer(hidden, None)
             hidden = out[0] if isinstance(out, tuple) else out
-        if tap_layer == depth:
+        if depth in wanted:
             with onloaded(model.encoder.layers[depth]):
-                tapped = tap[1](depth, hidden)
+                tapped[depth] = tap[1](depth, hidden)
         feats = hidden[:, 1:] if self.select_feature == "patch" else hidden
-        return feats if tap is None else (feats, tapped)
+        if tap is None:
+            return feats
+        return feats, (tapped if many else tapped[wanted[0]])
+
+
+def _cat(parts: list):
+    """Concatenate per-image tap results along the view dimension, whatever their nesting
+    (a tensor, a tuple of tensors or ``None``s, a dict of those)."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {k: _cat([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_cat(list(p)) for p in zip(*parts))
+    return torch.cat(parts, 0)

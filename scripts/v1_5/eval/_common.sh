@@ -3,13 +3,17 @@
 # Environment (all optional):
 #   CKPT        run/model name recorded in the answers        (llava-v1.6-vicuna-7b)
 #   MODEL_PATH  local checkpoint folder                       (liuhaotian/$CKPT)
-#   METHOD      compression method, or "none" = uncompressed  (globalcom2)
+#   METHOD      compression method, or "none" = uncompressed  (globalcom2); any name the drivers'
+#               --compression accepts (globalcom2 fastervlm visionzip hired prumerge prumerge_plus ...),
+#               passed through as is
 #   RATIO       retention ratio R (ignored for METHOD=none)   (0.25)
 #   DATA        evaluation data root                          (./playground/data/eval)
 #   PYTHON      interpreter                                   (python)
 #   CONV_MODE   conversation template                         (vicuna_v1)
 #   TAG         answers sub-folder name                       ($CKPT-$METHOD-r$RATIO, or $CKPT-none)
-#   EXTRA_ARGS  extra generation flags, space-separated (e.g. "--batch-size 4 --max-new-tokens 16")
+#   EXTRA_ARGS  extra generation flags, space-separated (e.g. "--batch-size 4 --max-new-tokens 16"), and
+#               the method's options (e.g. "--merge mean" for visionzip); a run with other options
+#               needs its own TAG (a folder holds one run: a differing config.json is refused)
 #   GPULIST     comma-separated GPU ids, one chunk per id     ($CUDA_VISIBLE_DEVICES)
 #   CHUNKS      number of chunks (processes) to shard the questions into (number of GPUs in GPULIST, or 1)
 #   NPROC       >1: run each chunk data-parallel under torch.distributed.run with NPROC processes
