@@ -56,7 +56,7 @@ from llava.compression import build_compressor, option_names
 from llava.compression.cli import method_name
 from llava.compression.in_llm import llm_stage
 from llava.mm_utils import anyres_token_count, load_image, process_images, tokenizer_image_token
-from llava.model import hf_adapter
+from llava.model import hf_adapter, pruned_stack
 
 from .common import (
     DTYPES,
@@ -129,7 +129,7 @@ def scaled_layers(layers: tuple[int, ...], num_layers: int, lo: int, hi: int, re
 
 
 def materialised_attention_rows(layer, hidden, cos, sin, rows, valid):
-    """:func:`llava.model.hf_adapter.attention_rows` the releases' way: the whole ``[B, heads,
+    """:func:`llava.model.pruned_stack.attention_rows` the releases' way: the whole ``[B, heads,
     L, L]`` attention map of the layer (float32), then the query rows."""
     B, L = hidden.shape[:2]
     every = torch.arange(L, device=hidden.device).expand(B, L)
@@ -137,7 +137,7 @@ def materialised_attention_rows(layer, hidden, cos, sin, rows, valid):
     return full.gather(1, rows[:, :, None].expand(B, rows.shape[1], L))
 
 
-_ROWS = hf_adapter.attention_rows
+_ROWS = pruned_stack.attention_rows
 
 
 class attention_mode:
@@ -148,10 +148,10 @@ class attention_mode:
 
     def __enter__(self):
         if self.mode == "map":
-            hf_adapter.attention_rows = materialised_attention_rows
+            pruned_stack.attention_rows = materialised_attention_rows
 
     def __exit__(self, *exc):
-        hf_adapter.attention_rows = _ROWS
+        pruned_stack.attention_rows = _ROWS
 
 
 def synthetic_image(size: tuple[int, int]) -> Image.Image:

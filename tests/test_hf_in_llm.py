@@ -10,7 +10,7 @@ from hf_helpers import process
 
 import llava.hf
 from llava.compression import build_compressor
-from llava.model.hf_adapter import _rotary, attention_rows
+from llava.model.pruned_stack import _rotary, attention_rows
 
 FAMILIES = ["hf_llava_next", "hf_onevision", "hf_qwen2_vl"]
 

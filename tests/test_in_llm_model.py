@@ -12,7 +12,7 @@ from PIL import Image
 from llava.compression import build_compressor
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import process_images, tokenizer_image_token
-from llava.model.hf_adapter import _rotary, attention_rows
+from llava.model.pruned_stack import _rotary, attention_rows
 
 PROMPTS = ["USER: <image>\nWhat is in the image? ASSISTANT:", "USER: <image>\nHow many people are there? ASSISTANT:"]
 SIZES = [(336, 336), (400, 300)]

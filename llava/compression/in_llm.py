@@ -6,8 +6,8 @@ schedule of :class:`LLMStage` s — "rank with the attention of layer ``score_la
 ``drop_layer`` and deeper see only the survivors" — and a rule turning those attention rows
 into a keep mask (:meth:`InLLMCompressor.keep`). Everything here is a pure tensor function on
 a padded batch; the model plumbing (recomputing the attention rows from a layer's queries and
-keys, re-packing the sequence, per-layer masks and the KV cache) lives in the host adapter
-(:mod:`llava.model.hf_adapter`).
+keys, re-packing the sequence, per-layer masks and the KV cache) lives in the decoder-stack runner
+(:mod:`llava.model.pruned_stack`).
 
 Shapes: ``B`` rows, ``L`` tokens in the current (already pruned) sequence, ``Q`` query rows.
 Per row, ``visual`` marks the visual tokens still present and ``valid`` the real (non-pad)

@@ -34,7 +34,7 @@ from llava.compression import functional as Fn
 from llava.compression import video as Vd
 from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import CLS_KINDS, wants_tower_scores
-from llava.model import hf_adapter
+from llava.model import pruned_stack
 
 # ----------------------------------------------------------------------------- registry
 
@@ -373,14 +373,14 @@ def llm_pruning(
         if int(is_tok.sum()) != sum(counts):
             raise ValueError(f"in-LLM pruning: the prompt holds {int(is_tok.sum())} {modality} tokens, the records "
                              f"{sum(counts)} (pass prepare_inputs' kwargs and records)")
-        local = hf_adapter.image_ids_from_runs(is_tok, counts)
+        local = pruned_stack.image_ids_from_runs(is_tok, counts)
         index = torch.tensor(which, dtype=torch.long, device=ids.device)
         image_ids = torch.where(is_tok, index[local.clamp_min(0)], image_ids)
     if (ids == adapter.image_token_id).any() and not (image_ids >= 0).any():
         raise ValueError("in-LLM pruning: the prompt holds image tokens but no records were given "
                          "(pass prepare_inputs' kwargs and records)")
-    plan = hf_adapter.LLMPruning(method, image_ids, list(records))
-    with hf_adapter.llm_pruning(lm, plan):
+    plan = pruned_stack.LLMPruning(method, image_ids, list(records))
+    with pruned_stack.llm_pruning(lm, plan):
         yield
 
 
