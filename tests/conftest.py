@@ -104,3 +104,20 @@ def converted_llava_next(tiny_ckpt, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny-hf-converted"))
     original_to_hf(tiny_ckpt, out)
     return LlavaNextForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_deep(tiny, tiny_ckpt):
+    """``(tokenizer, model, image_processor)``: the tiny checkpoint's geometry, tokenizer and
+    vision tower settings with a 4-layer LLM (random weights), for multi-stage in-LLM pruning."""
+    import json
+
+    from llava.testing.tiny_checkpoint import random_model
+
+    with open(os.path.join(tiny_ckpt, "config.json")) as f:
+        raw = json.load(f)
+    with open(os.path.join(tiny_ckpt, "clip_vision_tower", "config.json")) as f:
+        vision = json.load(f)
+    raw["num_hidden_layers"] = 4
+    model = random_model(raw, vision, seed=1).eval()
+    return tiny[0], model, tiny[2]
