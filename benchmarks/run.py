@@ -13,11 +13,20 @@
   :class:`benchmarks.common.MemoryProbe`), measured in a separate pass after the timings, plus
   the exact size of the KV cache after prefill.
 
+In-LLM methods (FastV, SparseVLM, PDrop, pipelines such as ``globalcom2+fastv``) prune inside
+the prefill; their rows add the visual tokens per layer, the per-layer FLOPs and KV cache. For
+them the benchmark also runs, at ``--attention-maps-at`` ratios, a ``map`` variant that ranks
+with the scoring layer's whole attention map (``[B, heads, L, L]``, float32 — what the peers'
+releases materialise through eager attention) instead of the recomputed query rows, so the
+peak-memory column shows what materialising attention costs. On an LLM shallower than 32
+layers, SparseVLM's and PDrop's drop layers are scaled to the same relative depth
+(:func:`scaled_layers`; FastV's ``K = 2`` is absolute).
+
 Each configuration gets ``--warmup`` untimed passes, then ``--repeats`` timed passes,
 interleaved across configurations (repeat 1 of every configuration, then repeat 2, …, the order
 rotated each time) so that slow drifts of the machine hit every configuration alike. Reported: medians, and speed-ups
 against the uncompressed run (``none``, always measured, in the same process), beside the
-theoretical prefill FLOPs ratio (:func:`llava.analysis.efficiency.prefill_flops`).
+theoretical prefill FLOPs ratio (:func:`llava.analysis.efficiency.prefill_flops_per_layer`).
 
 On a CPU the default ``--profile bench`` builds a scaled-down random model in memory (see
 :mod:`benchmarks.profiles`): the real 336/14 AnyRes geometry and token counts, an LLM large
@@ -37,9 +46,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from llava.analysis.efficiency import LLMGeometry, kv_cache_bytes, prefill_flops
-from llava.compression import COMPRESSORS, build_compressor
+from llava.analysis.efficiency import (
+    LLMGeometry,
+    kv_cache_bytes_per_layer,
+    prefill_flops_per_layer,
+    uniform_profile,
+)
+from llava.compression import build_compressor, option_names
+from llava.compression.cli import method_name
+from llava.compression.in_llm import llm_stage
 from llava.mm_utils import anyres_token_count, load_image, process_images, tokenizer_image_token
+from llava.model import hf_adapter, pruned_stack
 
 from .common import (
     DTYPES,
@@ -55,7 +72,8 @@ from .common import (
 )
 from .profiles import PROFILES, build_profile_model, describe_model, load_checkpoint
 
-DEFAULT_METHODS = ("none", "globalcom2", "fastervlm", "uniform_random")
+DEFAULT_METHODS = ("none", "globalcom2", "fastervlm", "uniform_random", "fastv", "sparsevlm")
+DEFAULT_MAP_RATIOS = (0.1,)
 DEFAULT_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.1)
 STAGES = ("vision", "compression", "splice", "prefill", "decode", "end_to_end")
 QUERY = "Describe the image in detail."
@@ -64,14 +82,76 @@ QUERY = "Describe the image in detail."
 @dataclass(frozen=True)
 class Config:
     method: str
-    ratio: float
+    ratio: float | None
+    #: in-LLM methods: ``rows`` (recomputed query rows, ours) or ``map`` (the whole attention map)
+    attention: str = "rows"
+    num_layers: int = 32
+
+    @property
+    def series(self) -> str:
+        return self.method + (" (map)" if self.attention == "map" else "")
 
     @property
     def label(self) -> str:
-        return "none" if self.method == "none" else f"{self.method}@{self.ratio:g}"
+        if self.method == "none":
+            return "none"
+        return self.series if self.ratio is None else f"{self.method}@{self.ratio:g}" + (
+            " map" if self.attention == "map" else "")
 
     def compressor(self):
-        return None if self.method == "none" else build_compressor(self.method, retention_ratio=self.ratio)
+        if self.method == "none":
+            return None
+        opts = {} if self.ratio is None else {"retention_ratio": self.ratio}
+        stage = llm_stage(build_compressor(self.method, **opts))
+        names = option_names(self.method)
+        if "layers" in names:  # SparseVLM / PDrop: the same relative depth
+            same_layer = all(s.score_layer == s.drop_layer for s in stage.stages())  # PDrop scores at its drop layer
+            lo, hi = (1, self.num_layers - 1) if same_layer else (0, self.num_layers - 2)
+            opts["layers"] = scaled_layers(stage.layers, self.num_layers, lo, hi)
+            if "ratios" in names:
+                opts["ratios"] = stage.ratios[: len(opts["layers"])]
+        if "k" in names and stage.k >= self.num_layers:  # FastV on a toy LLM: the last possible layer
+            opts["k"] = self.num_layers - 1
+        return build_compressor(self.method, **opts)
+
+
+def scaled_layers(layers: tuple[int, ...], num_layers: int, lo: int, hi: int, reference: int = 32) -> tuple[int, ...]:
+    """Layers set for a ``reference``-layer LLM (LLaVA-NeXT-7B: 32) moved to the same relative
+    depth of a ``num_layers``-layer one, ``round(l·num_layers/reference)`` kept strictly
+    increasing within ``[lo, hi]`` (duplicates at ``hi`` merged)."""
+    if num_layers >= reference:
+        return tuple(layers)
+    out: list[int] = []
+    for layer in layers:
+        v = max(lo, round(layer * num_layers / reference), (out[-1] + 1) if out else lo)
+        out.append(min(v, hi))
+    return tuple(dict.fromkeys(out))
+
+
+def materialised_attention_rows(layer, hidden, cos, sin, rows, valid):
+    """:func:`llava.model.pruned_stack.attention_rows` the releases' way: the whole ``[B, heads,
+    L, L]`` attention map of the layer (float32), then the query rows."""
+    B, L = hidden.shape[:2]
+    every = torch.arange(L, device=hidden.device).expand(B, L)
+    full = _ROWS(layer, hidden, cos, sin, every, valid)  # [B, L, L], built from the [B, H, L, L] map
+    return full.gather(1, rows[:, :, None].expand(B, rows.shape[1], L))
+
+
+_ROWS = pruned_stack.attention_rows
+
+
+class attention_mode:
+    """While active, in-LLM methods rank with ``materialised_attention_rows`` (``map``)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __enter__(self):
+        if self.mode == "map":
+            pruned_stack.attention_rows = materialised_attention_rows
+
+    def __exit__(self, *exc):
+        pruned_stack.attention_rows = _ROWS
 
 
 def synthetic_image(size: tuple[int, int]) -> Image.Image:
@@ -111,7 +191,7 @@ class Harness:
 
     def _prepare(self):
         return self.model.prepare_inputs_labels_for_multimodal(
-            self.input_ids, None, None, None, None, self.images, self.image_sizes
+            self.input_ids, None, None, None, None, self.images, self.image_sizes, with_image_ids=True
         )
 
     def _generate(self):
@@ -125,30 +205,34 @@ class Harness:
     def measure(self, cfg: Config) -> dict[str, Any]:
         """One timed pass: every stage once. Returns seconds per stage and token counts."""
         model = self.model
-        model.compressor = cfg.compressor()
+        comp = model.compressor = cfg.compressor()
         model.record_timings, model.stage_times = True, {}
         t_prep, prep = timed(self._prepare, self.device)
-        _, _, mask, _, embeds, _ = prep
+        _, _, mask, _, embeds, _, spliced = prep
         vision = model.stage_times.get("vision", 0.0)
         compression = model.stage_times.get("compression", 0.0)
         model.record_timings = False
         record = model.last_images[0]
+        plan = hf_adapter._plan(comp, spliced)
 
-        t_prefill, out = timed(
-            lambda: model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1), self.device
-        )
-        kv_bytes = _cache_bytes(out.past_key_values)
-        steps = self.new_tokens - 1
-        t_decode = None
-        if steps > 0:
-            t_decode = timed(functools.partial(self._decode, out, mask, steps), self.device)[0] / steps
-        out = None  # free the prefill cache before generate
+        with attention_mode(cfg.attention):
+            t_prefill, out = timed(
+                lambda: model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                              llm_pruning=plan), self.device
+            )
+            kv_bytes = _cache_bytes(out.past_key_values)
+            steps = self.new_tokens - 1
+            t_decode = None
+            if steps > 0:
+                t_decode = timed(functools.partial(self._decode, out, mask, steps), self.device)[0] / steps
+            out = None  # free the prefill cache before generate
 
-        t_e2e, gen = timed(self._generate, self.device)
+            t_e2e, gen = timed(self._generate, self.device)
         if gen.shape[1] != self.new_tokens:
             raise RuntimeError(f"generate made {gen.shape[1]} tokens, expected {self.new_tokens}")
         info = record.info()
         return {
+            "tokens_per_layer": info["llm"]["sequence_tokens_per_layer"] if "llm" in info else None,
             "times": {
                 "vision": vision, "compression": compression, "splice": t_prep - vision - compression,
                 "prefill": t_prefill, "decode": t_decode, "end_to_end": t_e2e,
@@ -174,9 +258,10 @@ class Harness:
         """Peak memory of one end-to-end ``generate`` above what was live before it."""
         self.model.compressor = cfg.compressor()
         self.model.record_timings = False
-        probe.start()
-        self._generate()
-        return probe.stop()
+        with attention_mode(cfg.attention):
+            probe.start()
+            self._generate()
+            return probe.stop()
 
 
 def _cache_bytes(cache) -> int:
@@ -195,13 +280,27 @@ def _cache_bytes(cache) -> int:
     return total
 
 
-def build_configs(methods, ratios) -> list[Config]:
-    configs = [Config("none", 1.0)]
+def build_configs(methods, ratios, map_ratios=(), num_layers: int = 32) -> list[Config]:
+    """The uncompressed baseline, then every method × ratio (one configuration for a method
+    without a retention ratio, e.g. PDrop), then the ``map`` variants of the in-LLM methods."""
+    configs = [Config("none", 1.0, num_layers=num_layers)]
     for m in methods:
         if m == "none":
             continue
-        configs += [Config(m, r) for r in ratios]
+        if "retention_ratio" not in option_names(m):
+            configs.append(Config(m, None, num_layers=num_layers))
+            continue
+        configs += [Config(m, r, num_layers=num_layers) for r in ratios]
+    for m in methods:
+        if m != "none" and llm_stage(build_compressor(m)) is not None:
+            rs = [None] if "retention_ratio" not in option_names(m) else map_ratios
+            configs += [Config(m, r, "map", num_layers) for r in rs if map_ratios]
     return configs
+
+
+def profile(geom: LLMGeometry, tokens_per_layer: list[int] | None, seq: int) -> list[int]:
+    """The tokens each layer processes: the in-LLM record's, or ``seq`` in every layer."""
+    return list(tokens_per_layer) if tokens_per_layer else list(uniform_profile(geom, seq))
 
 
 def run(args) -> dict[str, Any]:
@@ -220,7 +319,7 @@ def run(args) -> dict[str, Any]:
     input_ids, images, sizes = build_inputs(model, tokenizer, processor, image, device, dtype)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     harness = Harness(model, input_ids, images, sizes, args.new_tokens, pad)
-    configs = build_configs(args.methods, args.ratios)
+    configs = build_configs(args.methods, args.ratios, args.attention_maps_at, model.config.num_hidden_layers)
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
     log(f"[bench] {note}; device {device}, {dtype}, {torch.get_num_threads()} threads; "
@@ -250,24 +349,33 @@ def run(args) -> dict[str, Any]:
         runs = raw[c]
         first = runs[0]
         stages = {s: summary([r["times"][s] for r in runs if r["times"][s] is not None]) for s in STAGES}
+        per_layer = first["tokens_per_layer"]
+        text = first["sequence_length"] - first["visual_tokens"]
+        visual_per_layer = None if per_layer is None else [t - text for t in per_layer]
         rows.append({
             "method": c.method,
-            "ratio": c.ratio,
+            "series": c.series,
+            "attention": c.attention,
+            "ratio": c.ratio if c.ratio is not None else 1.0,
             "label": c.label,
             "compressor": c.compressor().to_dict() if c.method != "none" else {"name": "none"},
             "visual_tokens": first["visual_tokens"],
             "visual_tokens_uncompressed": first["visual_tokens_uncompressed"],
+            "visual_tokens_per_layer": visual_per_layer,
             "sequence_length": first["sequence_length"],
             "image": first["image"],
             "times_ms": stages,
             "memory": {
                 "kv_cache_mb": first["kv_cache_bytes"] / 2**20,
-                "kv_cache_mb_theory": kv_cache_bytes(geom, first["sequence_length"], value_bytes) / 2**20,
+                "kv_cache_mb_theory": kv_cache_bytes_per_layer(
+                    geom, profile(geom, per_layer, first["sequence_length"]), value_bytes) / 2**20,
                 **({f"end_to_end_{k}": v for k, v in memory[c].items()} if c in memory else {}),
             },
             "theory": {
-                "prefill_tflops": prefill_flops(geom, first["sequence_length"]) / 1e12,
-                "prefill_tflops_visual_only": prefill_flops(geom, first["visual_tokens"]) / 1e12,
+                "prefill_tflops": prefill_flops_per_layer(
+                    geom, profile(geom, per_layer, first["sequence_length"])) / 1e12,
+                "prefill_tflops_visual_only": prefill_flops_per_layer(
+                    geom, profile(geom, visual_per_layer, first["visual_tokens"])) / 1e12,
             },
         })
     add_ratios(rows)
@@ -288,8 +396,8 @@ def run(args) -> dict[str, Any]:
             "memory_method": probe.method if not args.no_memory else None,
             "statistic": "median over repeats; speedup = uncompressed median / configuration median; "
                          "speedup_best = the same with each configuration's fastest repeat",
-            "theory": "prefill FLOPs from llava.analysis.efficiency.prefill_flops over the spliced sequence "
-                      "(visual + text tokens), full attention square as in the paper",
+            "theory": "prefill FLOPs from llava.analysis.efficiency.prefill_flops_per_layer over the spliced "
+                      "sequence (visual + text tokens) each layer sees, full attention square as in the paper",
             "environment": environment(device),
         },
         "results": rows,
@@ -352,8 +460,9 @@ def plot(payload: dict, path: str) -> str:
 
     rows = payload["results"]
     base = next(r for r in rows if r["method"] == "none")
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
-    per_method = {m: sorted((r for r in rows if r["method"] == m), key=lambda r: r["ratio"]) for m in methods}
+    methods = [m for m in dict.fromkeys(r.get("series", r["method"]) for r in rows) if m != "none"]
+    per_method = {m: sorted((r for r in rows if r.get("series", r["method"]) == m), key=lambda r: r["ratio"])
+                  for m in methods}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     markers, colors = "osD^v<>", plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, stage, title in ((axes[0], "prefill", "LLM prefill"), (axes[1], "end_to_end", "end to end")):
@@ -402,10 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--profile", default="bench", choices=list(PROFILES),
                      help="random model built in memory (default: bench)")
     src.add_argument("--model-path", default=None, help="benchmark a real local checkpoint instead")
-    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(COMPRESSORS),
-                    help="methods (default: %(default)s); the uncompressed baseline is always run")
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), type=method_name,
+                    help="methods, pipelines too (default: %(default)s); the uncompressed baseline is always run")
     ap.add_argument("--ratios", nargs="+", type=ratio_arg, default=list(DEFAULT_RATIOS),
                     help="retention ratios (default: %(default)s)")
+    ap.add_argument("--attention-maps-at", nargs="*", type=ratio_arg, default=list(DEFAULT_MAP_RATIOS),
+                    help="ratios at which in-LLM methods are also run ranking with materialised attention maps "
+                         "(default: %(default)s; none: give the flag without values)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per configuration (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed passes per configuration first (default 1)")
     ap.add_argument("--new-tokens", type=int, default=16, help="tokens generated end to end (default 16)")

@@ -107,6 +107,23 @@ def converted_llava_next(tiny_ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_deep(tiny, tiny_ckpt):
+    """``(tokenizer, model, image_processor)``: the tiny checkpoint's geometry, tokenizer and
+    vision tower settings with a 4-layer LLM (random weights), for multi-stage in-LLM pruning."""
+    import json
+
+    from llava.testing.tiny_checkpoint import random_model
+
+    with open(os.path.join(tiny_ckpt, "config.json")) as f:
+        raw = json.load(f)
+    with open(os.path.join(tiny_ckpt, "clip_vision_tower", "config.json")) as f:
+        vision = json.load(f)
+    raw["num_hidden_layers"] = 4
+    model = random_model(raw, vision, seed=1).eval()
+    return tiny[0], model, tiny[2]
+
+
+@pytest.fixture(scope="session")
 def video_media(tmp_path_factory) -> str:
     """The folder of the tiny video task's files (``lmms_data.write_video_media``)."""
     from lmms_data import write_video_media

@@ -91,3 +91,32 @@ def test_scoring_overhead_runs(tmp_path):
     for r in data["results"][2:]:
         assert {"overhead_pct_paired_median", "scorer_alone_pct", "target_met"} <= set(r)
     assert data["meta"]["tower"]["num_hidden_layers"] == 2 and "noise_floor_pct" in data["meta"]
+
+
+def test_run_harness_with_in_llm_methods(tiny_ckpt, tmp_path):
+    """FastV (K = 1 on the 2-layer LLM) and its materialised-attention variant: per-layer counts,
+    the KV cache and FLOPs summed layer by layer (memory is the benchmark's business, not a test's)."""
+    payload = run.main([
+        "--model-path", tiny_ckpt, "--methods", "fastv", "--ratios", "0.25", "--attention-maps-at", "0.25",
+        "--repeats", "1", "--warmup", "0", "--new-tokens", "2", "--image-size", "672", "336",
+        "--out", str(tmp_path / "b.json"), "--quiet", "--no-plot", "--no-memory",
+    ])
+    rows = {r["label"]: r for r in payload["results"]}
+    assert list(rows) == ["none", "fastv@0.25", "fastv@0.25 map"]
+    for label in ("fastv@0.25", "fastv@0.25 map"):
+        r = rows[label]
+        n = r["visual_tokens"]
+        assert r["compressor"]["k"] == 1 and r["visual_tokens_per_layer"] == [n, round(0.25 * n)]
+        assert r["memory"]["kv_cache_mb"] == pytest.approx(r["memory"]["kv_cache_mb_theory"])
+        assert r["memory"]["kv_cache_mb"] < rows["none"]["memory"]["kv_cache_mb"]
+        assert 0.5 < r["theory"]["flops_ratio"] < 1
+    assert rows["fastv@0.25"]["visual_tokens_per_layer"] == rows["fastv@0.25 map"]["visual_tokens_per_layer"]
+
+
+def test_drop_layers_scale_to_a_shallower_llm():
+    assert run.scaled_layers((2, 6, 15, 19), 12, 0, 10) == (1, 2, 6, 7)
+    assert run.scaled_layers((8, 16, 24), 12, 1, 11) == (3, 6, 9)
+    assert run.scaled_layers((8, 16, 24), 2, 1, 1) == (1,)
+    assert run.scaled_layers((2, 6, 15, 19), 40, 0, 38) == (2, 6, 15, 19)
+    cfg = run.Config("pdrop", None, num_layers=2)
+    assert cfg.compressor().layers == (1,) and cfg.compressor().ratios == (0.5,)

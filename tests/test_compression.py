@@ -13,6 +13,7 @@ from compression_helpers import random_scores
 
 from llava.compression import COMPRESSORS, AnyResLayout, GlobalCom2, build_compressor, option_names
 from llava.compression import functional as Fn
+from llava.compression.in_llm import InLLMCompressor
 from llava.compression.methods import NonFiniteScoresError
 from llava.compression.scoring import cls_attention_scores, neg_cos_scores
 from llava.mm_utils import process_images, tokenizer_image_token
@@ -20,6 +21,9 @@ from llava.testing.tiny_checkpoint import V16_PINPOINTS
 
 N = 576
 SIZES = [(1000, 600), (600, 1000), (672, 672), (336, 336), (1500, 400), (400, 1500), (800, 380), (2500, 50)]
+
+#: the methods acting before the LLM (the in-LLM ones have their own tests)
+VISION_METHODS = [n for n, c in COMPRESSORS.items() if not issubclass(c, InLLMCompressor)]
 
 
 def layout(size) -> AnyResLayout:
@@ -310,7 +314,7 @@ def test_random_cases_token_counts_and_indices():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", list(COMPRESSORS))
+@pytest.mark.parametrize("name", VISION_METHODS)
 def test_dtype_is_preserved(dtype, name):
     lay = layout((1000, 600))
     comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.25)

@@ -53,7 +53,8 @@ def test_defaults_and_resolved_config(gc2):
     assert gc2.conv_template == "vicuna_v1" and gc2.batch_size == 1 and str(gc2.device) == "cpu"
     assert gc2.compressor == build_compressor("globalcom2", retention_ratio=0.25)
     assert gc2.model.compressor is gc2.compressor
-    assert gc2.compression == {"name": "globalcom2", "layout": "faithful", "retention_ratio": 0.25, "temperature": 10.0,
+    assert gc2.compression == {"name": "globalcom2", "layout": "faithful", "crop_order": "forward", "retention_ratio": 0.25,
+                               "temperature": 10.0,
                                "alpha": 0.5, "allocation": "softmax_sum", "score": "cls_logits", "score_layer": -1,
                                "budget": "adaptive"}
     import inspect

@@ -54,7 +54,7 @@ def test_defaults_are_the_methods_defaults():
 def test_refusals_name_the_argument():
     with pytest.raises(ValueError, match=r"unknown compression method 'gc2'; valid: none, globalcom2"):
         build("compression=gc2")
-    with pytest.raises(ValueError, match=r"compression=fastervlm does not take alpha, tau \(it takes: layout, "
+    with pytest.raises(ValueError, match=r"compression=fastervlm does not take alpha, tau \(it takes: layout, crop_order, "
                                          r"retention_ratio, budget, score, score_layer\)"):
         build("compression=fastervlm,alpha=0.3,tau=4")
     with pytest.raises(ValueError, match="compression=none does not take retention_ratio"):

@@ -10,10 +10,15 @@ import math
 import pytest
 import torch
 
-from llava.compression import COMPRESSORS, AnyResLayout, VideoLayout, build_compressor
+from llava.compression import COMPRESSORS, AnyResLayout, VideoLayout, build_compressor, option_names
 from llava.compression.scoring import neg_cos_scores
 
 VIDEO_METHODS = [name for name, cls in COMPRESSORS.items() if cls.handles_video()]
+
+
+def at_ratio(name, R):
+    """``name`` at retention ratio R when it takes one (``none`` and PDrop do not)."""
+    return build_compressor(name, **({"retention_ratio": R} if "retention_ratio" in option_names(name) else {}))
 
 D = 8
 
@@ -159,7 +164,7 @@ def test_video_packing_frame_then_raster_order_and_the_newline():
     lay = VideoLayout(4, 4, 4, newline=True)
     newline = torch.full((D,), 7.0)
     for name in VIDEO_METHODS:
-        comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.3)
+        comp = at_ratio(name, 0.3)
         rec = comp.compress(x, newline, lay, neg_cos_scores(x))
         T = rec.index.shape[0]
         assert torch.equal(rec.kept, rec.index)  # a subsequence of the host's run
@@ -213,7 +218,7 @@ def test_dtype_is_kept(dtype):
     x, lay = video(3, seed=5)
     x = x.to(dtype)
     for name in VIDEO_METHODS:
-        comp = build_compressor(name) if name == "none" else build_compressor(name, retention_ratio=0.3)
+        comp = at_ratio(name, 0.3)
         assert comp.compress(x, None, lay, neg_cos_scores(x)).tokens.dtype == dtype
 
 
@@ -221,7 +226,9 @@ def test_image_only_methods_refuse_videos_by_name():
     x, lay = video(3, seed=5)
     image_only = sorted(set(COMPRESSORS) - set(VIDEO_METHODS))
     assert {"visionzip", "hired", "prumerge", "prumerge_plus"} <= set(image_only)
-    assert {"none", "globalcom2", "fastervlm", "uniform_random", "vidcom2", "evs"} <= set(VIDEO_METHODS)
+    assert {"none", "globalcom2", "fastervlm", "uniform_random", "vidcom2", "evs", "fastv", "sparsevlm", "pdrop"} <= set(
+        VIDEO_METHODS
+    )
     for name in image_only:
         with pytest.raises(NotImplementedError, match=f"{name} does not compress videos"):
             build_compressor(name, retention_ratio=0.3).compress(x, None, lay, neg_cos_scores(x))

@@ -15,7 +15,9 @@ Each crop is labelled with its budget ``r_j`` when the method allocates per-crop
 
 :func:`keep_masks` (the token masks as 2-D maps) and :func:`render_selection` (the drawing) are
 plain functions of a :class:`llava.compression.CompressedImage` record, the one the model
-leaves in ``model.last_images`` after ``images_to_tokens``.
+leaves in ``model.last_images`` after ``images_to_tokens``. For an in-LLM method (FastV,
+SparseVLM, PDrop, or a pipeline ending in one) the prompt ``--query`` is run through the
+prefill and the picture shows the tokens that reach the LLM's last layer.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from llava.compression.cli import add_compression_args, compressor_from_args
+from llava.compression.in_llm import llm_stage, surviving_selection
 from llava.mm_utils import parse_grid_pinpoints, resize_and_pad_image, select_best_resolution
 
 MARGIN = 12
@@ -48,17 +51,18 @@ def keep_masks(record) -> tuple[torch.Tensor, torch.Tensor]:
     position ``(R % side)·side + C % side`` — is kept. Letterbox cells are ``False``. For a
     single-view image the canvas mask is ``[0, 0]``.
     """
-    lay, sel = record.layout, record.selection
+    lay = record.layout
     s = lay.side
-    thumb = sel.thumb_keep.detach().to("cpu", torch.bool).reshape(s, s)
+    thumb_keep, crop_keep = surviving_selection(record)
+    thumb = thumb_keep.detach().to("cpu", torch.bool).reshape(s, s)
     if lay.n_crops == 0:
         return thumb, torch.zeros(0, 0, dtype=torch.bool)
-    if sel.crop_keep.shape[0] != lay.n_crops:
+    if crop_keep.shape[0] != lay.n_crops:
         raise ValueError(
-            f"the record holds {sel.crop_keep.shape[0]} crop selections for {lay.n_crops} crops "
+            f"the record holds {crop_keep.shape[0]} crop selections for {lay.n_crops} crops "
             "(a model without spatial_unpad packing has no per-crop selection)"
         )
-    crops = sel.crop_keep.detach().to("cpu", torch.bool).reshape(lay.grid_h, lay.grid_w, s, s)
+    crops = crop_keep.detach().to("cpu", torch.bool).reshape(lay.grid_h, lay.grid_w, s, s)
     return thumb, crops.permute(0, 2, 1, 3).reshape(lay.grid_h * s, lay.grid_w * s)
 
 
@@ -67,12 +71,12 @@ def crop_labels(record) -> list[str]:
     lay, sel = record.layout, record.selection
     if lay.n_crops == 0:
         return []
-    if sel.budgets is not None:
+    if sel.budgets is not None and record.llm is None:
         return [f"r{j + 1} = {100 * float(b):.1f}%" for j, b in enumerate(sel.budgets.detach().cpu().tolist())]
     from llava.compression.functional import crop_valid_mask
 
     valid = crop_valid_mask(lay).sum(1).tolist()
-    kept = sel.crop_keep.detach().cpu().sum(1).tolist()
+    kept = surviving_selection(record)[1].detach().cpu().sum(1).tolist()
     return [f"kept {100 * k / v:.1f}%" if v else "empty" for k, v in zip(kept, valid)]
 
 
@@ -160,6 +164,8 @@ def render_selection(image: Image.Image, record, grid_pinpoints, view_px: int = 
 
 def selection_title(record, compressor) -> str:
     info = record.info()
+    if record.llm is not None:
+        info["tokens"] = info["llm"]["tokens_last_layer"]
     name = "none" if compressor is None else compressor.name
     ratio = getattr(compressor, "retention_ratio", None)
     head = name if ratio is None else f"{name}, R = {ratio:g}"
@@ -181,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="selection.png", help="PNG to write (default selection.png)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-labels", action="store_true", help="leave out the per-crop r_j boxes")
+    ap.add_argument("--query", default="Describe the image in detail.",
+                    help="the question run through the prefill for in-LLM methods (which rank with it)")
     add_compression_args(ap)
     ap.set_defaults(compression="globalcom2")
     return ap
@@ -195,13 +203,22 @@ def main(argv=None) -> str:
     if args.video_file is not None:
         return draw_video(args, compressor)
     name = args.model_name or get_model_name_from_path(args.model_path)
-    _, model, processor, _ = load_pretrained_model(args.model_path, None, name, device=args.device,
-                                                   compressor=compressor)
+    tokenizer, model, processor, _ = load_pretrained_model(args.model_path, None, name, device=args.device,
+                                                           compressor=compressor)
     image = load_image(args.image_file)
     views = process_images([image], processor, model.config, device=model.device, dtype=model.dtype)
+    records = []
     with torch.inference_mode():
-        model.images_to_tokens(views, [image.size])
-    record = model.last_images[0]
+        if llm_stage(compressor) is None:
+            model.images_to_tokens(views, [image.size], image_records=records)
+        else:  # the in-LLM stage ranks with the prompt: run the prefill
+            from llava.conversation import build_chat_prompt, default_conv_mode
+            from llava.mm_utils import tokenizer_image_token
+
+            prompt = build_chat_prompt(args.query, model.config, default_conv_mode(name))
+            ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(model.device)
+            model(ids, images=views, image_sizes=[image.size], image_records=records, use_cache=False)
+    record = records[0]
     view_px = model.get_vision_tower().config.image_size
     picture = render_selection(image, record, model.config.image_grid_pinpoints, view_px,
                                selection_title(record, compressor), labels=not args.no_labels)

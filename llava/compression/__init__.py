@@ -18,6 +18,7 @@ from .functional import (
     scatter_visible,
     topk_mask,
 )
+from .in_llm import FastV, InLLMCompressor, LLMStage, PDrop, SparseVLM, llm_stage
 from .layout import VideoLayout
 from .methods import (
     BUDGETS,
@@ -37,6 +38,7 @@ from .methods import (
     register_compressor,
 )
 from .peers import HiRED, PruMerge, PruMergePlus, VisionStagePeer, VisionZip
+from .pipeline import Pipeline, compose
 from .scoring import (
     CLS_KINDS,
     SCORE_KINDS,
@@ -50,9 +52,10 @@ from .video_methods import EVS, VidCom2  # registers the video-only methods
 
 __all__ = [
     "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "EVS", "FasterVLM",
-    "GlobalCom2", "HiRED", "NoCompression", "NonFiniteScoresError", "PackPlan", "PruMerge", "PruMergePlus",
-    "SCORE_KINDS", "ScoreRequest", "Selection", "TopKCompressor", "TowerScores", "UniformRandom", "VidCom2",
-    "VideoLayout", "VisionStagePeer", "VisionZip", "build_compressor", "cls_attention_scores", "gather_tokens",
+    "FastV", "GlobalCom2", "HiRED", "InLLMCompressor", "LLMStage", "NoCompression", "NonFiniteScoresError",
+    "PDrop", "PackPlan", "Pipeline", "PruMerge", "PruMergePlus", "SCORE_KINDS", "ScoreRequest", "Selection",
+    "SparseVLM", "TopKCompressor", "TowerScores", "UniformRandom", "VidCom2", "VideoLayout", "VisionStagePeer",
+    "VisionZip", "build_compressor", "cls_attention_scores", "compose", "gather_tokens", "llm_stage",
     "neg_cos_scores", "option_names", "pack", "pack_indices", "pack_plan", "patch_keys", "received_attention",
     "reconcile_total", "register_compressor", "scatter_visible", "topk_mask",
 ]

@@ -1,12 +1,14 @@
 """Command-line flags for choosing a compressor, shared by every entry point.
 
 ``add_compression_args(parser)`` adds ``--compression {none,globalcom2,fastervlm,...}`` (every
-registered method), ``--retention-ratio``, ``--tau`` (the budget softmax temperature;
-``--temperature`` stays the sampling temperature of the LLaVA CLIs), ``--alpha``, ``--allocation``,
-``--score``, ``--score-layer``, ``--layout``, ``--budget``, ``--seed`` and the vision-stage peers'
-``--newlines``, ``--merge``, ``--contextual-ratio``, ``--early-layer``, ``--regions``,
-``--neighbours``, ``--spatial-share``; ``compressor_from_args(args)`` builds the compressor
-(``None`` for ``none``). Options a method does not take are rejected by name.
+registered method, or a pipeline ``VISION+LLM``, e.g. ``globalcom2+fastv``), ``--retention-ratio``,
+``--tau`` (the budget softmax temperature; ``--temperature`` stays the sampling temperature of the
+LLaVA CLIs), ``--alpha``, ``--allocation``, ``--score``, ``--score-layer``, ``--layout``,
+``--crop-order``, ``--budget``, ``--seed``, the vision-stage peers' ``--newlines``, ``--merge``,
+``--contextual-ratio``, ``--early-layer``, ``--regions``, ``--neighbours``, ``--spatial-share`` and
+the in-LLM methods' ``--fastv-k``, ``--prune-layers``, ``--pdrop-ratios``, ``--sparsevlm-scale``,
+``--sparsevlm-bias``, ``--sparsevlm-recycle``, ``--vision-ratio``; ``compressor_from_args(args)``
+builds the compressor (``None`` for ``none``). Options a method does not take are rejected by name.
 """
 
 from __future__ import annotations
@@ -14,10 +16,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import in_llm  # noqa: F401  (registers the in-LLM methods)
 from .functional import NEWLINE_POLICIES
-from .methods import BUDGETS, COMPRESSORS, Compressor, GlobalCom2, build_compressor, option_names
+from .methods import BUDGETS, COMPRESSORS, CROP_ORDERS, Compressor, GlobalCom2, build_compressor, option_names
 from .peer_functional import MERGES, REGIONS
+from .pipeline import is_pipeline_name, split_name
 from .scoring import SCORE_KINDS
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 _FLAGS = {
     "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default 0.25)"),
@@ -37,6 +49,16 @@ _FLAGS = {
                    "(video: frames × tokens per frame) and R (sizes placeholders before the vision tower runs); "
                    "prumerge: exact (default) or adaptive (its own IQR count)"),
     "seed": dict(type=int, help="random seed (uniform_random)"),
+    "crop_order": dict(choices=CROP_ORDERS, help="crops in the sequence: forward (the host's order, default) or "
+                       "reverse (reverse raster order; same tokens, for the positional-bias study)"),
+    "k": dict(type=int, help="FastV: layers 0..K-1 see every token, the later ones the top R (default 2)"),
+    "layers": dict(help="in-LLM drop layers, comma-separated (sparsevlm: 2,6,15,19; pdrop: 8,16,24)"),
+    "ratios": dict(help="PDrop's kept share of the visual tokens per stage, comma-separated (default 0.5,0.25,0.125)"),
+    "scale": dict(type=float, help="SparseVLM's lambda: keep floor(lambda*rank + bias) tokens (default: R*n/raters)"),
+    "bias": dict(type=float, help="SparseVLM's beta in floor(lambda*rank + beta) (default 0)"),
+    "recycle": dict(type=_on_off, help="SparseVLM's token recycling, true/false (default true)"),
+    "vision_ratio": dict(type=float, help="pipelines: the vision stage's ratio (default sqrt(R); the in-LLM stage "
+                         "then keeps R/vision_ratio)"),
     "newlines": dict(choices=NEWLINE_POLICIES, help="vision-stage peers: newline after canvas rows that keep a token "
                      "(kept, default, vanilla), after every row (all) or none (the peers' own LLaVA-NeXT code)"),
     "merge": dict(choices=MERGES, help="visionzip / prumerge: how merged features are formed: release (default, the "
@@ -51,23 +73,49 @@ _FLAGS = {
                           "spatial samples (default 0.75)"),
 }
 
+_ALIASES = {
+    "temperature": ("--tau", "--compression-temperature"),
+    "k": ("--fastv-k",),
+    "layers": ("--prune-layers",),
+    "ratios": ("--pdrop-ratios",),
+    "scale": ("--sparsevlm-scale",),
+    "bias": ("--sparsevlm-bias",),
+    "recycle": ("--sparsevlm-recycle",),
+}
+
+
+def method_name(text: str) -> str:
+    """``--compression`` values: a registered method or a ``VISION+LLM`` pipeline."""
+    if is_pipeline_name(text):
+        try:
+            split_name(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    if text not in COMPRESSORS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {text!r} (choose from {', '.join(COMPRESSORS)}, or VISION+LLM such as globalcom2+fastv)"
+        )
+    return text
+
 
 def add_compression_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("visual token compression")
-    g.add_argument("--compression", default="none", choices=list(COMPRESSORS), help="method (default: none)")
+    g.add_argument("--compression", default="none", type=method_name, metavar="METHOD",
+                   help=f"method: {', '.join(COMPRESSORS)}, or a pipeline VISION+LLM such as globalcom2+fastv "
+                   "(default: none)")
     for name, spec in _FLAGS.items():
         g.add_argument(*_flag_names(name), dest=_dest(name), default=None, **spec)
     return parser
 
 
 def _flag_names(option: str) -> tuple[str, ...]:
-    if option == "temperature":
-        return ("--tau", "--compression-temperature")
-    return ("--" + option.replace("_", "-"),)
+    return _ALIASES.get(option, ("--" + option.replace("_", "-"),))
 
 
 def _dest(option: str) -> str:
-    return "tau" if option == "temperature" else option
+    return {"temperature": "tau", "k": "fastv_k", "layers": "prune_layers", "ratios": "pdrop_ratios",
+            "scale": "sparsevlm_scale", "bias": "sparsevlm_bias", "recycle": "sparsevlm_recycle"}.get(option, option)
 
 
 def compressor_from_args(args: argparse.Namespace) -> Compressor | None:

@@ -172,6 +172,7 @@ def pack_plan(
     mode: str = "faithful",
     thumb_order: torch.Tensor | None = None,
     newlines: str = "kept",
+    crop_order: str = "forward",
 ) -> PackPlan:
     """Lay out the kept tokens of one image.
 
@@ -191,6 +192,11 @@ def pack_plan(
     ``reference``: the authors' release — thumbnail in ``thumb_order`` (descending score),
     each crop's kept token ``u`` (its index among the crop's unpadded tokens) written at cell
     ``u`` of the crop's ``side × side`` grid, and a newline after every padded canvas row.
+
+    ``crop_order="reverse"`` packs the crops in reverse raster order: the canvas is laid out
+    with crop ``(r, c)`` in the slot of crop ``(grid_h−1−r, grid_w−1−c)``, each crop keeping its
+    own rows, columns and visible (unpadded) cells — the same tokens, and the same newline
+    rule, in another order (so ``kept`` is ``None``: not a subsequence of the host's run).
 
     ``thumb_keep`` ``[N]`` bool; ``crop_keep`` ``[n, N]`` bool over true crop positions.
     """
@@ -221,6 +227,11 @@ def pack_plan(
     cell = _crop_cell_index(layout, device)  # [H, W] → j·N + t
     if mode == "faithful":
         cell = visible_cells(layout, device)
+    if crop_order == "reverse":
+        cell = mirror_crops(cell, layout)
+    elif crop_order != "forward":
+        raise ValueError(f"unknown crop order {crop_order!r}; valid: forward, reverse")
+    if mode == "faithful":
         src = cell + n_tok
         keep = crop_keep.reshape(-1)[cell]
         if not layout.newline or newlines == "none":
@@ -248,10 +259,26 @@ def pack_plan(
     pos = sel.cumsum(0)[slots] - 1
     newline_pos = torch.where(row_nl[:, 0], pos, torch.full_like(pos, index.shape[0]))
     kept = None
-    if mode == "faithful":
+    if mode == "faithful" and crop_order == "forward":
         # Candidates are the uncompressed sequence, plus a newline slot per row when the host has none.
         kept = pick if layout.newline else pick - torch.div(pick - n_tok, cols + 1, rounding_mode="floor").clamp_min(0)
     return PackPlan(index, newline_pos, kept)
+
+
+def mirror_crops(cell: torch.Tensor, layout: AnyResLayout) -> torch.Tensor:
+    """A canvas map ``[rows, cols]`` (cell → ``j·N + t``) re-ordered so that the crop blocks
+    come in reverse raster order: rows sorted by ``(grid_h−1−crop row, row within the crop)``,
+    columns by ``(grid_w−1−crop column, column within the crop)``; each crop's own cells keep
+    their order."""
+    s, n_tok, gw, gh = layout.side, layout.tokens_per_view, layout.grid_w, layout.grid_h
+    if cell.numel() == 0:
+        return cell
+    first_col, first_row = cell[:, 0], cell[0, :]
+    row_key = (gh - 1 - (first_col // n_tok) // gw) * s + (first_col % n_tok) // s
+    col_key = (gw - 1 - (first_row // n_tok) % gw) * s + (first_row % n_tok) % s
+    rows = torch.argsort(row_key, stable=True)
+    cols = torch.argsort(col_key, stable=True)
+    return cell[rows][:, cols]
 
 
 def pack(

@@ -59,6 +59,34 @@ class Selection:
 
 
 @dataclass
+class LLMRecord:
+    """What an in-LLM method did to one image's tokens during the prefill.
+
+    ``stages``: ``(score_layer, drop_layer)`` per drop; ``tokens_per_layer[l]``: this image's
+    visual tokens in decoder layer ``l``; ``sequence_tokens_per_layer[l]``: the whole prompt row
+    (text + every image) in layer ``l`` — what the layer's FLOPs scale with; ``kept``: the
+    positions, in the image's packed sequence (indices into :attr:`CompressedImage.index`),
+    of the tokens that reach the last layer (a recycled SparseVLM token counts at its
+    cluster centre's position)."""
+
+    method: str
+    stages: list[tuple[int, int]]
+    tokens_per_layer: list[int]
+    sequence_tokens_per_layer: list[int]
+    kept: torch.Tensor
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "drop_layers": [d for _, d in self.stages],
+            "score_layers": [s for s, _ in self.stages],
+            "tokens_per_layer": list(self.tokens_per_layer),
+            "sequence_tokens_per_layer": list(self.sequence_tokens_per_layer),
+            "tokens_last_layer": int(self.tokens_per_layer[-1]) if self.tokens_per_layer else 0,
+        }
+
+
+@dataclass
 class CompressedImage:
     """What one image (or one video: ``layout`` is then a :class:`VideoLayout`) became. ``kept`` ``[T]``: the position of every packed token in the
     host's *uncompressed* placeholder run for this image (sequence order) — so the compressed
@@ -70,6 +98,8 @@ class CompressedImage:
     selection: Selection
     layout: AnyResLayout | VideoLayout
     kept: torch.Tensor | None = None  # [T] positions in the uncompressed run
+    #: set after the prefill when an in-LLM method pruned this image's tokens
+    llm: LLMRecord | None = None
 
     @property
     def is_video(self) -> bool:
@@ -105,7 +135,12 @@ class CompressedImage:
             out["view"] = list(self.layout.view_shape)
         if sel.budgets is not None:
             out["budgets"] = [round(float(b), 6) for b in sel.budgets.tolist()]
+        if self.llm is not None:
+            out["llm"] = self.llm.info()
         return out
+
+
+CROP_ORDERS = ("forward", "reverse")
 
 
 def _check_ratio(r: float, name: str = "retention_ratio") -> None:
@@ -138,9 +173,13 @@ class Compressor:
 
     name: ClassVar[str] = ""
     layout: str = "faithful"
+    #: ``forward`` (the host's order) or ``reverse``: the crops enter the sequence in reverse
+    #: raster order (a pure re-packing of the same tokens, for the positional-bias study).
+    crop_order: str = "forward"
 
     def __post_init__(self):
         _check_choice(self.layout, ("faithful", "reference"), "layout")
+        _check_choice(self.crop_order, CROP_ORDERS, "crop_order")
 
     def score_request(self) -> ScoreRequest | None:
         return None
@@ -200,7 +239,9 @@ class Compressor:
             )
         finite = _finite_flag(scores) if scores is not None else None
         sel = self.select(layout, scores, views)
-        plan = Fn.pack_plan(layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy())
+        plan = Fn.pack_plan(
+            layout, sel.thumb_keep, sel.crop_keep, self.layout, sel.thumb_order, self.newline_policy(), self.crop_order
+        )
         if finite is not None and not bool(finite):  # pack has synchronised: no extra wait
             dtype = scores.scores.dtype if isinstance(scores, TowerScores) else scores.dtype
             raise NonFiniteScoresError(
@@ -493,12 +534,22 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
 
 
 def option_names(name: str) -> list[str]:
+    if "+" in name:  # a pipeline: vision stage + in-LLM stage
+        from .pipeline import pipeline_option_names
+
+        return pipeline_option_names(name)
     return [f.name for f in dataclasses.fields(COMPRESSORS[name])]
 
 
 def build_compressor(name: str, **options: Any) -> Compressor:
     """``build_compressor("globalcom2", retention_ratio=0.1)``. Unknown names or options
-    raise, listing the valid ones; ``None`` option values fall back to the defaults."""
+    raise, listing the valid ones; ``None`` option values fall back to the defaults.
+    ``"a+b"`` builds a pipeline of vision method ``a`` then in-LLM method ``b``
+    (:mod:`llava.compression.pipeline`)."""
+    if "+" in name:
+        from .pipeline import build_pipeline
+
+        return build_pipeline(name, **options)
     if name not in COMPRESSORS:
         raise ValueError(f"unknown compression method {name!r}; valid: {', '.join(COMPRESSORS)}")
     valid = option_names(name)

@@ -2,8 +2,9 @@
 
 ``python -m llava.eval.run_llava --model-path DIR --image-file IMG --query "..."``
 with any of the compression flags (``--compression globalcom2 --retention-ratio 0.25``).
-``--stats`` prints the visual token count (before/after compression), the per-crop budgets
-and the time of each stage to stderr.
+``--stats`` prints the visual token count (before/after compression), the per-crop budgets,
+the tokens each LLM layer processed and the prefill FLOPs per stage (uncompressed, after the
+vision stage, overall with an in-LLM stage), and the time of each stage to stderr.
 """
 
 from __future__ import annotations
@@ -82,9 +83,15 @@ def eval_model(args) -> str:
         st = model.stage_times
         n_new = int(output_ids.shape[1])
         prefill = (clock.first or t_end) - t2 - st.get("vision", 0) - st.get("compression", 0)
+        images_info = [im.info() for im in model.last_images]
+        from llava.analysis.efficiency import LLMGeometry, stage_report
+
+        geom = LLMGeometry.from_config(model.config.to_dict(), name=model_name)
+        text_tokens = int(input_ids.shape[1]) - len(images_info)
         report = {
-            "images": [im.info() for im in model.last_images],
+            "images": images_info,
             "compression": model.compressor.to_dict() if model.compressor else {"name": "none"},
+            "prefill": stage_report(geom, text_tokens, images_info),
             "timings_ms": {
                 "load": 1e3 * t_load, "preprocess": 1e3 * t_pre,
                 "vision_tower": 1e3 * st.get("vision", 0.0), "compression": 1e3 * st.get("compression", 0.0),
@@ -112,6 +119,23 @@ def format_stats(report: dict) -> str:
         if "budgets" in info:
             lines.append("  crop budgets r_j: " + ", ".join(f"{b:.3f}" for b in info["budgets"]))
         lines.append("  crop tokens kept: " + ", ".join(str(k) for k in info["crop_kept"]))
+        if "llm" in info:
+            llm = info["llm"]
+            runs, prev, n = [], None, 0
+            for t in llm["tokens_per_layer"] + [None]:
+                if t != prev and prev is not None:
+                    runs.append(f"{prev}x{n}")
+                    n = 0
+                prev, n = t, n + 1
+            lines.append(f"  in-LLM stage ({llm['method']}, drops before layers {llm['drop_layers']}): "
+                         f"visual tokens per layer {' > '.join(runs)}")
+    if "prefill" in report:
+        p = report["prefill"]
+        layers = " > ".join(f"{t}x{n}" for t, n in p["runs"])
+        lines.append(f"prefill sequence tokens per layer: {layers} (uncompressed {p['tokens']['uncompressed']})")
+        tf = p["tflops"]
+        lines.append(f"prefill TFLOPs: uncompressed {tf['uncompressed']:.3g}, after the vision stage "
+                     f"{tf['vision_stage']:.3g}, overall {tf['overall']:.3g}")
     lines.append("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_ms"].items()))
     return "\n".join(lines)
 

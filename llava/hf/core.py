@@ -11,7 +11,9 @@ that survive, and hands the model the tokens through transformers' public
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,7 +32,9 @@ from llava.compression import (
 )
 from llava.compression import functional as Fn
 from llava.compression import video as Vd
+from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import CLS_KINDS, wants_tower_scores
+from llava.model import pruned_stack
 
 # ----------------------------------------------------------------------------- registry
 
@@ -139,6 +143,11 @@ class Adapter:
         kwargs["position_ids"] = text_positions(spliced.attention_mask)
 
     # -- shared helpers
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder stack (embeddings, layers, norm, rotary embedding) the in-LLM methods run."""
+        return self.inner.language_model
+
     @property
     def family(self) -> str:
         return type(self.model).__name__
@@ -334,15 +343,58 @@ def prepare_inputs(
     return kwargs, records
 
 
+@contextlib.contextmanager
+def llm_pruning(
+    model: nn.Module, comp: Compressor | None, kwargs: dict[str, Any], records: list[CompressedImage]
+) -> Iterator[None]:
+    """While active, ``model(**kwargs)`` / ``model.generate(**kwargs)`` — ``kwargs, records``
+    from :func:`prepare_inputs` — run ``comp``'s in-LLM stage (FastV, SparseVLM, PDrop, or a
+    pipeline's second stage) in the prefill and keep decoding consistent with it; nothing
+    happens for a compressor without one. :func:`generate` does this itself. After the
+    prefill, ``records[i].llm`` holds image ``i``'s per-layer token counts."""
+    method = llm_stage(comp)
+    if method is None:
+        yield
+        return
+    adapter = adapter_for(model)
+    lm = adapter.language_model
+    method.check_depth(len(lm.layers))
+    ids = kwargs["input_ids"]
+    mask = kwargs.get("attention_mask")
+    image_ids = torch.full_like(ids, -1, dtype=torch.long)
+    for modality, is_video in (("image", False), ("video", True)):
+        which = [i for i, r in enumerate(records) if r.is_video == is_video]
+        if not which:
+            continue
+        is_tok = ids == adapter.token_id(modality)
+        if mask is not None:
+            is_tok &= mask.bool()
+        counts = [int(records[i].index.shape[0]) for i in which]
+        if int(is_tok.sum()) != sum(counts):
+            raise ValueError(f"in-LLM pruning: the prompt holds {int(is_tok.sum())} {modality} tokens, the records "
+                             f"{sum(counts)} (pass prepare_inputs' kwargs and records)")
+        local = pruned_stack.image_ids_from_runs(is_tok, counts)
+        index = torch.tensor(which, dtype=torch.long, device=ids.device)
+        image_ids = torch.where(is_tok, index[local.clamp_min(0)], image_ids)
+    if (ids == adapter.image_token_id).any() and not (image_ids >= 0).any():
+        raise ValueError("in-LLM pruning: the prompt holds image tokens but no records were given "
+                         "(pass prepare_inputs' kwargs and records)")
+    plan = pruned_stack.LLMPruning(method, image_ids, list(records))
+    with pruned_stack.llm_pruning(lm, plan):
+        yield
+
+
 def generate(
     model: nn.Module, comp: Compressor | None = None, *, return_records: bool = False, **kwargs: Any
 ) -> torch.Tensor | tuple[torch.Tensor, list[CompressedImage]]:
     """``model.generate`` on the compressed prompt, returning what stock ``generate`` returns
     for the uncompressed one: the ORIGINAL ``input_ids`` followed by the new tokens (so
     harnesses that trim by the prompt length keep working). ``kwargs`` are the processor's
-    outputs plus any generation options; ``return_records=True`` also returns the records."""
+    outputs plus any generation options; ``return_records=True`` also returns the records.
+    An in-LLM stage runs inside (:func:`llm_pruning`)."""
     gen_kwargs, records = prepare_inputs(model, comp, **kwargs)
-    out = model.generate(**gen_kwargs)
+    with llm_pruning(model, comp, gen_kwargs, records):
+        out = model.generate(**gen_kwargs)
     if not _is_off(comp) and records:
         prompt = kwargs["input_ids"]
         out = torch.cat([prompt.to(out.device), out[:, gen_kwargs["input_ids"].shape[1] :]], dim=1)

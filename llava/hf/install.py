@@ -30,6 +30,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llava.compression import AnyResLayout, CompressedImage, Compressor, NoCompression
+from llava.compression.in_llm import llm_stage
 
 from .core import Adapter, adapter_for, splice
 from .qwen2_vl import Qwen2VLAdapter
@@ -56,6 +57,9 @@ def install(model: nn.Module, processor: Any, comp: Compressor) -> None:
         raise RuntimeError("llava.hf is already installed on this model; call llava.hf.uninstall(model, processor) first")
     if comp is None or isinstance(comp, NoCompression):
         raise ValueError("nothing to install: comp is None/none (the unpatched model is what you have)")
+    if llm_stage(comp) is not None:
+        raise ValueError(f"{comp.name} prunes inside the LLM, which the stock generate cannot run; "
+                         "use llava.hf.generate (or llava.hf.llm_pruning) instead of install")
     adapter.check(comp)
     probe = AnyResLayout(2, 2, 4, 0, 8, 0, 8)  # any multi-view image
     if not isinstance(adapter, Qwen2VLAdapter) and comp.token_count(probe) is None:

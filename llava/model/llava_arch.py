@@ -33,6 +33,7 @@ from llava.compression import (
     ScoreRequest,
     Selection,
 )
+from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import (
     cls_attention_scores,
     join_tower_scores,
@@ -96,11 +97,15 @@ class LlavaMetaForCausalLM:
 
     def check_compressor(self, compressor: Compressor | None) -> None:
         """Refuse, before any work, a compressor this model cannot run: a retention ratio that
-        keeps no thumbnail token (``⌊N·R⌋ = 0``) or a scoring layer the tower does not have."""
+        keeps no thumbnail token (``⌊N·R⌋ = 0``), a scoring layer the tower does not have, or
+        in-LLM drop layers the LLM does not have."""
         if compressor is None:
             return
         if not isinstance(compressor, Compressor):
             raise TypeError(f"compressor must be a Compressor or None, got {type(compressor).__name__}")
+        stage = llm_stage(compressor)
+        if stage is not None:
+            stage.check_depth(self.config.num_hidden_layers)
         tower = self.get_vision_tower()
         if tower is None:
             return
@@ -216,6 +221,10 @@ class LlavaMetaForCausalLM:
 
         ``compressor`` overrides the model's for this call (``None`` = off); the records of
         the images are appended to ``image_records`` when given (see the module docstring)."""
+        return self._images_to_packed(images, image_sizes, compressor, image_records)[0]
+
+    def _images_to_packed(self, images, image_sizes, compressor, image_records):
+        """``(tokens, records)`` of :meth:`images_to_tokens` (the records of this call)."""
         compressor, sinks = self._resolve(compressor, image_records)
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images.unsqueeze(1))  # one view per image
@@ -237,7 +246,7 @@ class LlavaMetaForCausalLM:
         for sink in sinks:
             sink.extend(records)
         self.last_images = records
-        return [p.tokens for p in packed]
+        return [p.tokens for p in packed], records
 
     @contextlib.contextmanager
     def _stage(self, name: str):
@@ -260,7 +269,7 @@ class LlavaMetaForCausalLM:
     def prepare_inputs_labels_for_multimodal(
         self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None,
         padding_side: str | None = None, *, compressor=_UNSET, image_records: list | None = None,
-        too_long: str = "truncate",
+        too_long: str = "truncate", with_image_ids: bool = False,
     ):
         """Replace each ``IMAGE_TOKEN_INDEX`` in ``input_ids`` by that image's visual tokens.
 
@@ -274,14 +283,20 @@ class LlavaMetaForCausalLM:
         training, where the labels are cut with it) keeps its first ``max_length`` positions;
         ``too_long="raise"`` (used by ``generate``) raises :class:`PromptTooLongError`.
         Image positions always get the label ``IGNORE_INDEX``.
+
+        ``with_image_ids=True`` appends a seventh item, ``(image_ids, records)``: the index of
+        each position's image in ``records`` (``[B, L]``, −1 on text and padding) and this
+        call's per-image records — what the in-LLM pruning methods need (``None`` when there
+        are no images).
         """
         tower = self.get_vision_tower()
         if tower is None or images is None or input_ids.shape[1] == 1:
-            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+            out = (input_ids, position_ids, attention_mask, past_key_values, None, labels)
+            return (*out, None) if with_image_ids else out
         if too_long not in ("truncate", "raise"):
             raise ValueError(f"too_long must be 'truncate' or 'raise', got {too_long!r}")
 
-        image_tokens = self.images_to_tokens(images, image_sizes, compressor, image_records)
+        image_tokens, records = self._images_to_packed(images, image_sizes, compressor, image_records)
         embed = self.get_model().embed_tokens
         keep_labels = labels is not None
         pos_given = position_ids is not None
@@ -298,22 +313,25 @@ class LlavaMetaForCausalLM:
                 f"the prompt(s) hold {n_placeholders} image placeholder(s) but {len(image_tokens)} image(s) were given"
             )
         text_embeds = embed(input_ids.masked_fill(is_image, 0))  # [B, L, D]
-        seqs, seq_labels, next_image = [], [], 0
+        seqs, seq_labels, seq_ids, next_image = [], [], [], 0
         for b in range(input_ids.shape[0]):
             m = attention_mask[b]
             ids, emb, lab = input_ids[b][m], text_embeds[b][m], labels[b][m]
             cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
-            parts, part_labels, start = [], [], 0
+            parts, part_labels, part_ids, start = [], [], [], 0
             for c in cuts:
                 img = image_tokens[next_image].to(device=emb.device, dtype=emb.dtype)  # [T_i, D]
-                next_image += 1
                 parts += [emb[start:c], img]
                 part_labels += [lab[start:c], lab.new_full((img.shape[0],), IGNORE_INDEX)]
+                part_ids += [lab.new_full((c - start,), -1), lab.new_full((img.shape[0],), next_image)]
+                next_image += 1
                 start = c + 1
             parts.append(emb[start:])
             part_labels.append(lab[start:])
+            part_ids.append(lab.new_full((emb.shape[0] - start,), -1))
             seqs.append(torch.cat(parts))
             seq_labels.append(torch.cat(part_labels))
+            seq_ids.append(torch.cat(part_ids))
 
         max_len = getattr(self.config, "tokenizer_model_max_length", None)
         if max_len is not None:
@@ -323,9 +341,10 @@ class LlavaMetaForCausalLM:
                         raise PromptTooLongError(b, int(s.shape[0]), int(max_len))
             seqs = [s[:max_len] for s in seqs]
             seq_labels = [s[:max_len] for s in seq_labels]
+            seq_ids = [s[:max_len] for s in seq_ids]
         side = padding_side or getattr(self.config, "tokenizer_padding_side", "right") or "right"
         inputs_embeds, new_labels, new_mask, new_pos = _pad(seqs, seq_labels, side)
-        return (
+        out = (
             None,
             new_pos if pos_given else None,
             new_mask,
@@ -333,6 +352,11 @@ class LlavaMetaForCausalLM:
             inputs_embeds,
             new_labels if keep_labels else None,
         )
+        if not with_image_ids:
+            return out
+        image_ids = torch.full(new_mask.shape, -1, dtype=torch.long, device=new_mask.device)
+        image_ids[new_mask] = torch.cat(seq_ids).to(new_mask.device)  # row-major, as the mask was filled
+        return (*out, (image_ids, records))
 
 
 def _pad(seqs: list[torch.Tensor], labels: list[torch.Tensor], side: str):

@@ -20,7 +20,7 @@ LLM-Viewer roofline with *unfused* attention (fp16, batch 1) at 312 TFLOP/s, but
 Modules: :mod:`.geometry` (LLM shapes, accelerators), :mod:`.formulas` (token counts, per-layer
 token profiles, FLOPs, KV cache), :mod:`.roofline` (operator-level times), :mod:`.paper` (the
 paper's tables and their reproduction), :mod:`.tables` (report rows and text tables),
-:mod:`.cli`. Everything is pure arithmetic: no torch import unless ``--image-size`` is used.
+:mod:`.stages` (what each stage of one run saved), :mod:`.cli`. Everything is pure arithmetic: no torch import unless ``--image-size`` is used.
 """
 
 from llava.analysis.efficiency.cli import build_parser, main
@@ -46,6 +46,7 @@ from llava.analysis.efficiency.geometry import (
     LLMGeometry,
 )
 from llava.analysis.efficiency.paper import (
+    PAPER_AAAI_R10,
     PAPER_NOTE,
     PAPER_TABLES,
     PaperRow,
@@ -63,11 +64,14 @@ from llava.analysis.efficiency.roofline import (
     roofline,
     roofline_per_layer,
 )
+from llava.analysis.efficiency.stages import stage_report
 from llava.analysis.efficiency.tables import (
     DEFAULT_METHOD,
     DEFAULT_RATIOS,
     efficiency_table,
     format_table,
+    in_llm_table,
+    render_aaai_table,
     render_main_table,
     render_paper_table,
 )
@@ -79,6 +83,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_RATIOS",
     "NOMINAL_TOKENS",
+    "PAPER_AAAI_R10",
     "PAPER_NOTE",
     "PAPER_TABLES",
     "V16_GRID_PINPOINTS",
@@ -91,6 +96,7 @@ __all__ = [
     "build_parser",
     "efficiency_table",
     "format_table",
+    "in_llm_table",
     "kv_cache_bytes",
     "kv_cache_bytes_per_layer",
     "layer_ops",
@@ -107,9 +113,11 @@ __all__ = [
     "paper_row",
     "prefill_flops",
     "prefill_flops_per_layer",
+    "render_aaai_table",
     "render_main_table",
     "render_paper_table",
     "roofline",
     "roofline_per_layer",
+    "stage_report",
     "uniform_profile",
 ]

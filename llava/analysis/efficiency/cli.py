@@ -21,6 +21,8 @@ from llava.analysis.efficiency.tables import (
     DEFAULT_METHOD,
     DEFAULT_RATIOS,
     efficiency_table,
+    in_llm_table,
+    render_aaai_table,
     render_main_table,
     render_paper_table,
 )
@@ -56,7 +58,10 @@ def _accel_arg(text: str) -> list[Accelerator]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(compression: bool = False) -> argparse.ArgumentParser:
+    """The parser; ``compression=True`` adds the shared compression flags (``--compression
+    fastv --fastv-k 2 ...``, see :mod:`llava.compression.cli`), which import torch — so they
+    are only added when ``--compression`` is on the command line."""
     accels = ", ".join(
         f"{a.name} ({a.peak_tflops:g} TFLOP/s, {a.bandwidth_tbps:g} TB/s)" for a in ACCELERATORS.values()
     )
@@ -76,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m llava.analysis.efficiency --config path/to/onevision/config.json --frames 32 "
             "--tokens-per-frame 196\n"
             "  python -m llava.analysis.efficiency --accelerator all --json\n"
+            "  python -m llava.analysis.efficiency --model 7b --compression sparsevlm --ratios 1 0.1 --paper\n"
+            "  python -m llava.analysis.efficiency --compression globalcom2+fastv --fastv-k 2 --ratios 0.1\n"
+            "\nIn-LLM methods: --compression NAME (fastv, sparsevlm, pdrop, or VISION+LLM such as\n"
+            "globalcom2+fastv) with the shared compression flags (see --compression x --help);\n"
+            "their rows sum the costs layer by layer (the first layers see every token).\n"
             f"\nBuilt-in accelerators: {accels}."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -137,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--accelerator", action="append", type=_accel_arg, metavar="NAME|NAME:TFLOPS:TBPS",
         help=f"repeatable; a built-in name, 'all', or a custom spec (default: {DEFAULT_ACCELERATOR})",
     )  # fmt: skip
+    if compression:
+        from llava.compression.cli import add_compression_args
+
+        add_compression_args(parser)
+    else:
+        parser.add_argument_group("compression").add_argument(
+            "--compression", metavar="METHOD",
+            help="a compression method (in-LLM ones too: fastv, sparsevlm, pdrop, globalcom2+fastv, ...); "
+            "with it the shared compression flags are accepted (--fastv-k, --prune-layers, ...)",
+        )  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the rows as a JSON list of objects")
     out.add_argument(
@@ -147,9 +167,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _compressors(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[float | None, Any]]:
+    """``(R, compressor)`` per ``--ratios`` (one row, ``R = None``, for a method without a
+    retention ratio) from ``--compression`` and the shared flags."""
+    from llava.compression import build_compressor, option_names
+    from llava.compression.cli import _FLAGS, _dest, _flag_names
+
+    name = args.compression
+    given = {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
+    if "retention_ratio" in given:
+        parser.error("give the retention ratios with --ratios (one row each), not --retention-ratio")
+    bad = sorted(set(given) - set(option_names(name)))
+    if bad:
+        parser.error(f"--compression {name} does not take {', '.join(_flag_names(b)[0] for b in bad)}")
+    try:
+        if "retention_ratio" not in option_names(name):
+            return [(None, build_compressor(name, **given))]
+        return [(r, build_compressor(name, retention_ratio=r, **given)) for r in args.ratios]
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--compression {name}: {exc}")
+
+
+def aaai_rows(geoms: Sequence[LLMGeometry], base: int, text_tokens: int) -> list[dict[str, Any]]:
+    """The AAAI comparison (7B, R = 10 %) for every geometry shaped like LLaVA-NeXT-7B:
+    uncompressed, GlobalCom² and FasterVLM (every layer at R·2880), FastV and SparseVLM (their
+    default schedules) — imports torch for the in-LLM methods' arithmetic."""
+    out: list[dict[str, Any]] = []
+    for geom in geoms:
+        if paper_key(geom) != "llava-next-7b" or base != NOMINAL_TOKENS or text_tokens:
+            continue
+        from llava.compression import build_compressor
+
+        out += efficiency_table(geom, [1.0], paper=True)
+        for name in ("GlobalCom²", "FasterVLM"):
+            out += efficiency_table(geom, [0.1], method=name, paper=True)
+        out += in_llm_table(geom, [(0.1, build_compressor(m, retention_ratio=0.1)) for m in ("fastv", "sparsevlm")],
+                            paper=True)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(any(a == "--compression" or a.startswith("--compression=") for a in argv))
     args = parser.parse_args(argv)
     if args.text_tokens < 0:
         parser.error("--text-tokens must be >= 0")
@@ -181,12 +241,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--image-size needs positive W H")
         base = anyres_image_tokens(w, h)  # imports torch: only when needed
     rows: list[dict[str, Any]] = []
+    comps = _compressors(args, parser) if args.compression and args.compression != "none" else None
+    if comps is not None:
+        from llava.compression.in_llm import llm_stage
+
+        if llm_stage(comps[0][1]) is None:  # a vision-stage method: the uniform rows, under its name
+            comps, args.method = None, args.compression
     for geom in geoms:
-        rows += efficiency_table(
-            geom, args.ratios, base_tokens=base, tokens=args.tokens, text_tokens=args.text_tokens,
-            accelerators=accels, kv_bytes=args.kv_bytes, causal=args.causal, method=args.method,
-            paper=args.paper,
-        )  # fmt: skip
+        if comps is None:
+            rows += efficiency_table(
+                geom, args.ratios, base_tokens=base, tokens=args.tokens, text_tokens=args.text_tokens,
+                accelerators=accels, kv_bytes=args.kv_bytes, causal=args.causal, method=args.method,
+                paper=args.paper,
+            )  # fmt: skip
+            continue
+        if args.tokens:
+            parser.error("--tokens gives uniform counts; in-LLM methods compute their per-layer counts from --ratios")
+        for accel_rows in (
+            efficiency_table(geom, [1.0], base_tokens=base, text_tokens=args.text_tokens, accelerators=accels,
+                             kv_bytes=args.kv_bytes, causal=args.causal, paper=args.paper),
+            in_llm_table(geom, [c for c in comps if c[0] != 1.0], base_tokens=base, text_tokens=args.text_tokens,
+                         accelerators=accels, kv_bytes=args.kv_bytes, causal=args.causal, paper=args.paper),
+        ):
+            rows += accel_rows
     if args.json:
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -201,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Nominal protocol: T = R x {NOMINAL_TOKENS} visual tokens")
     print(render_main_table(rows))
     if args.paper:
+        aaai = aaai_rows(geoms, base, args.text_tokens)
+        if aaai:
+            print()
+            print("Paper (AAAI version, LLaVA-NeXT-7B, R = 10 %; uncompressed R = 1): TFLOPs and GPU memory as "
+                  "published, beside this tool's TFLOPs at the methods' default settings (summed layer by layer "
+                  "for the in-LLM ones; their first layers see every token)")
+            print(render_aaai_table(aaai))
         print()
         compared = [r for r in rows if r.get("paper_prefill_ms") is not None]
         if not compared:

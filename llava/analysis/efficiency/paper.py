@@ -64,6 +64,26 @@ PAPER_TABLES: dict[str, dict[float, PaperRow]] = {
 }
 """Tables VI/VII (LLaVA-NeXT, "A100-80GB"): prefill of the visual tokens only, T = R·2880."""
 
+PAPER_AAAI_R10: dict[str, tuple[float | None, float]] = {
+    "uncompressed": (41.7, 23.0),
+    "sparsevlm": (5.4, 24.2),
+    "fastervlm": (3.8, 13.6),
+    "globalcom2": (3.8, 13.9),
+}
+"""The AAAI version's efficiency comparison, LLaVA-NeXT-7B at R = 10 % (uncompressed: R = 1):
+method → (prefill TFLOPs, GPU memory GB). Printed as the paper's, never fitted to."""
+
+
+def paper_aaai_r10(geom: LLMGeometry, method: str, ratio: float) -> tuple[float | None, float] | None:
+    """The AAAI figures for ``method`` on this geometry at ``ratio`` (R = 0.1, or 1 for
+    ``uncompressed``), if the paper gives them."""
+    if paper_key(geom) != "llava-next-7b":
+        return None
+    name = "uncompressed" if ratio == 1 else method
+    if name != "uncompressed" and abs(ratio - 0.1) > 1e-9:
+        return None
+    return PAPER_AAAI_R10.get(name)
+
 
 
 def paper_key(geom: LLMGeometry) -> str | None:

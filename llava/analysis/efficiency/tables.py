@@ -5,10 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llava.analysis.efficiency.formulas import NOMINAL_TOKENS, kv_cache_bytes, nominal_tokens, prefill_flops
+from llava.analysis.efficiency.formulas import (
+    NOMINAL_TOKENS,
+    kv_cache_bytes,
+    kv_cache_bytes_per_layer,
+    layer_runs,
+    nominal_tokens,
+    prefill_flops,
+    prefill_flops_per_layer,
+)
 from llava.analysis.efficiency.geometry import ACCELERATORS, DEFAULT_ACCELERATOR, Accelerator, LLMGeometry
-from llava.analysis.efficiency.paper import paper_convention_kv_mb, paper_reproduction_ms, paper_row
-from llava.analysis.efficiency.roofline import roofline
+from llava.analysis.efficiency.paper import (
+    paper_aaai_r10,
+    paper_convention_kv_mb,
+    paper_reproduction_ms,
+    paper_row,
+)
+from llava.analysis.efficiency.roofline import roofline, roofline_per_layer
 
 DEFAULT_RATIOS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
 
@@ -73,22 +86,13 @@ def efficiency_table(
             plain = roofline(
                 geom, count, accel, False, causal=causal, text_tokens=text_tokens, kv_bytes=kv_bytes
             )
-            row: dict[str, Any] = {
-                "model": geom.name,
-                "method": label,
-                "ratio": ratio,
-                "tokens": count,
-                "text_tokens": text_tokens,
-                "tflops": prefill_flops(geom, n, causal=causal) / 1e12,
-                "kv_mb": kv / 1e6,
-                "paper_convention": paper_convention_kv_mb(kv),
-                "accelerator": accel.name,
-                "prefill_ms": fused["prefill_s"] * 1e3,
-                "prefill_ms_unfused": plain["prefill_s"] * 1e3,
-                "decode_ms": fused["decode_s"] * 1e3,
-            }
+            row = _cost_row(geom, label, ratio, count, text_tokens, prefill_flops(geom, n, causal=causal), kv,
+                            accel, fused, plain)
             if paper:
+                aaai = paper_aaai_r10(geom, _method_key(label), ratio) if base_tokens == NOMINAL_TOKENS else None
                 row.update(
+                    paper_aaai_tflops=aaai[0] if aaai and not text_tokens else None,
+                    paper_aaai_memory_gb=aaai[1] if aaai and not text_tokens else None,
                     paper_tflops=ref.tflops if ref else None,
                     paper_kv_mb=ref.kv_mb if ref else None,
                     paper_prefill_ms=ref.prefill_ms if ref else None,
@@ -104,6 +108,94 @@ def efficiency_table(
                 )
             rows.append(row)
     return rows
+
+
+def _cost_row(geom: LLMGeometry, method: str, ratio: float, tokens: int, text_tokens: int, flops: float,
+              kv: float, accel: Accelerator, fused: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every report row has (see :func:`efficiency_table`)."""
+    return {
+        "model": geom.name,
+        "method": method,
+        "ratio": ratio,
+        "tokens": tokens,
+        "text_tokens": text_tokens,
+        "tflops": flops / 1e12,
+        "kv_mb": kv / 1e6,
+        "paper_convention": paper_convention_kv_mb(kv),
+        "accelerator": accel.name,
+        "prefill_ms": fused["prefill_s"] * 1e3,
+        "prefill_ms_unfused": plain["prefill_s"] * 1e3,
+        "decode_ms": fused["decode_s"] * 1e3,
+    }
+
+
+def _method_key(label: str) -> str:
+    """``"GlobalCom²"`` → ``"globalcom2"``: a row label as a registry name."""
+    return label.lower().replace("²", "2").replace("-", "")
+
+
+def in_llm_table(
+    geom: LLMGeometry,
+    compressors: Sequence[tuple[float | None, Any]],
+    *,
+    base_tokens: int = NOMINAL_TOKENS,
+    text_tokens: int = 0,
+    accelerators: Sequence[Accelerator] | None = None,
+    kv_bytes: float = 2,
+    causal: bool = False,
+    paper: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows of :func:`efficiency_table`'s schema for compressors that prune inside the LLM
+    (FastV, SparseVLM, PDrop, pipelines such as ``globalcom2+fastv``), given as ``(R, comp)``.
+
+    The vision stage of a pipeline keeps ``floor(R_v · base_tokens)`` (the paper's nominal
+    count); the in-LLM stage's :meth:`~llava.compression.InLLMCompressor.token_profile` then
+    gives the visual tokens of every layer (the first layers see every token), and FLOPs, KV
+    cache and roofline times are summed layer by layer over ``profile + text_tokens``. Extra
+    fields: ``tokens_per_layer`` (visual), ``tokens_last_layer``; with ``paper``:
+    ``paper_aaai_tflops`` / ``paper_aaai_memory_gb`` where the AAAI version gives a figure."""
+    from llava.compression.in_llm import llm_stage
+
+    accelerators = list(accelerators) if accelerators else [ACCELERATORS[DEFAULT_ACCELERATOR]]
+    rows: list[dict[str, Any]] = []
+    for ratio, comp in compressors:
+        llm = llm_stage(comp)
+        vision = getattr(comp, "vision", None)
+        entering = base_tokens
+        if vision is not None and hasattr(vision, "retention_ratio"):
+            entering = nominal_tokens(vision.retention_ratio, base_tokens)
+        profile = llm.token_profile(entering, geom.num_hidden_layers)
+        if ratio is None:  # a method without a retention ratio (PDrop): the share reaching the last layer
+            ratio = profile[-1] / base_tokens
+        seq = [t + text_tokens for t in profile]
+        kv = kv_cache_bytes_per_layer(geom, seq, kv_bytes)
+        for accel in accelerators:
+            fused = roofline_per_layer(geom, seq, accel, True, causal=causal, kv_bytes=kv_bytes)
+            plain = roofline_per_layer(geom, seq, accel, False, causal=causal, kv_bytes=kv_bytes)
+            row = _cost_row(geom, comp.name, ratio, entering, text_tokens,
+                            prefill_flops_per_layer(geom, seq, causal=causal), kv, accel, fused, plain)
+            row.update(tokens_last_layer=profile[-1], tokens_per_layer=profile, profile=profile_text(geom, profile))
+            if paper:
+                ref = paper_aaai_r10(geom, comp.name, ratio) if base_tokens == NOMINAL_TOKENS and not text_tokens else None
+                row.update(paper_aaai_tflops=ref[0] if ref else None, paper_aaai_memory_gb=ref[1] if ref else None)
+            rows.append(row)
+    return rows
+
+
+def profile_text(geom: LLMGeometry, profile: Sequence[int]) -> str:
+    """``2880x2 > 288x30``: a per-layer token profile as runs of equal counts."""
+    return " > ".join(f"{t}x{n}" for t, n in layer_runs(geom, profile))
+
+
+def render_aaai_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The AAAI version's efficiency comparison (7B, R = 10 %) beside this tool's TFLOPs."""
+    headers = ["model", "method", "R", "T (per layer)", "TFLOPs", "paper TFLOPs", "paper memory GB"]
+    body = [
+        [r["model"], r["method"], _pct(r["ratio"]), r.get("profile", str(r["tokens"])), _fmt(r["tflops"]),
+         _fmt(r.get("paper_aaai_tflops")), _fmt(r.get("paper_aaai_memory_gb"))]
+        for r in rows
+    ]
+    return format_table(headers, body)
 
 
 def format_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -144,6 +236,9 @@ def render_main_table(rows: Sequence[Mapping[str, Any]]) -> str:
     ]  # fmt: skip
     if any(r["text_tokens"] for r in rows):
         headers.insert(4, "text")
+    per_layer = any("profile" in r for r in rows)
+    if per_layer:
+        headers.insert(4, "T per layer")
     body = []
     for r in rows:
         cells = [
@@ -153,6 +248,8 @@ def render_main_table(rows: Sequence[Mapping[str, Any]]) -> str:
         ]  # fmt: skip
         if "text" in headers:
             cells.insert(4, str(r["text_tokens"]))
+        if per_layer:
+            cells.insert(4, r.get("profile", f"{r['tokens']}x all"))
         body.append(cells)
     return format_table(headers, body)
 
