@@ -13,6 +13,9 @@ LMMS_STAMP := $(VENV)/.lmms-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# pytest workers (pytest-xdist, one file per worker at a time): one per core, at most 4 — every
+# worker builds the session's tiny models once.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: setup lmms demo test lint bench clean
 
@@ -38,7 +41,7 @@ demo: $(STAMP)
 	$(BIN)/python -m llava.demo
 
 test: $(STAMP) $(LMMS_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check llava tests benchmarks

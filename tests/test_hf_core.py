@@ -70,3 +70,23 @@ def test_splice_count_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"hold 2 placeholder tokens \(id 9\) but the 1 image\(s\) call for 3 "
                                          r"\(per image: \[3\]\)"):
         splice(ids, None, {IMG: [torch.tensor([1, 1, 1])]})
+
+
+def test_resolved_config_records_the_score_that_runs(hf_llava_next, hf_onevision):
+    """On a CLS-free tower the default [CLS] score runs as neg_cos, and the recorded config says
+    so (also for a pipeline's vision stage); on a CLIP tower the config is the compressor's."""
+    import llava.hf
+    from llava.compression import build_compressor
+
+    next_model, onevision = hf_llava_next[0], hf_onevision[0]
+    comp = build_compressor("globalcom2", retention_ratio=0.25)
+    assert comp.to_dict()["score"] == "cls_logits"
+    assert llava.hf.resolved_config(next_model, comp) == comp.to_dict()
+    on_ov = llava.hf.resolved_config(onevision, comp)
+    assert on_ov == {**comp.to_dict(), "score": "neg_cos"}
+    both = build_compressor("fastervlm+fastv", retention_ratio=0.1)
+    assert llava.hf.resolved_config(onevision, both)["vision"]["score"] == "neg_cos"
+    assert llava.hf.resolved_config(next_model, both) == both.to_dict()
+    assert llava.hf.resolved_config(onevision, None) == {"name": "none"}
+    with pytest.raises(ValueError, match="no \\[CLS\\] token"):
+        llava.hf.resolved_config(onevision, build_compressor("globalcom2", score="cls_softmax"))

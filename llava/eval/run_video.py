@@ -89,7 +89,7 @@ def eval_model(args) -> str:
             "video": {"file": args.video_file, "frames_sampled": len(frames),
                       "frame_indices": [int(i) for i in metadata.frames_indices], "fps": metadata.fps},
             "records": [r.info() for r in records],
-            "compression": comp.to_dict() if comp is not None else {"name": "none"},
+            "compression": llava.hf.resolved_config(model, comp),
             "timings_ms": {"read_and_processor": 1e3 * t_read, "load": 1e3 * t_load, "preprocess": 1e3 * t_pre,
                            "vision_and_compression": 1e3 * t_prepare, "generate": 1e3 * t_gen},
             "new_tokens": int(new.shape[1]),

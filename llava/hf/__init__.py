@@ -19,10 +19,18 @@ checkpoint's processor where transformers cannot build its video processor (``lo
 """
 
 from . import llava_next, onevision, qwen2_vl  # noqa: F401  (registers the families, in this order)
-from .core import Adapter, adapter_for, generate, llm_pruning, prepare_inputs, supported_classes
+from .core import (
+    Adapter,
+    adapter_for,
+    generate,
+    llm_pruning,
+    prepare_inputs,
+    resolved_config,
+    supported_classes,
+)
 from .install import install, installed, uninstall
 
 __all__ = [
-    "Adapter", "adapter_for", "generate", "install", "installed", "llm_pruning", "prepare_inputs", "supported_classes",
-    "uninstall",
+    "Adapter", "adapter_for", "generate", "install", "installed", "llm_pruning", "prepare_inputs", "resolved_config",
+    "supported_classes", "uninstall",
 ]

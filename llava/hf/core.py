@@ -32,6 +32,7 @@ from llava.compression import (
 )
 from llava.compression import functional as Fn
 from llava.compression import video as Vd
+from llava.compression.cli import compression_config
 from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import CLS_KINDS, wants_tower_scores
 from llava.model import pruned_stack
@@ -301,6 +302,21 @@ def _pad_id(model: nn.Module) -> int:
 
 def _is_off(comp: Compressor | None) -> bool:
     return comp is None or isinstance(comp, NoCompression)
+
+
+def resolved_config(model: nn.Module, comp: Compressor | None) -> dict[str, Any]:
+    """``comp``'s configuration as it runs on ``model`` (what gets written next to results): on
+    a tower without [CLS], a method's default [CLS] score is recorded as the ``neg_cos`` it
+    becomes there (:meth:`Adapter.score_request`); a pipeline's vision stage likewise."""
+    config = compression_config(comp)
+    if comp is None:
+        return config
+    vision = getattr(comp, "vision", comp)  # a pipeline's scores are its vision stage's
+    target = config.get("vision", config)
+    request = adapter_for(model).score_request(vision)
+    if request is not None and "score" in target:
+        target["score"] = request.kind
+    return config
 
 
 def prepare_inputs(
