@@ -84,7 +84,9 @@ def test_answers_are_llava_hf_generate_and_counts_the_processors(family):
         assert counts["visual_tokens_uncompressed"] == placeholders == records[0].info()["tokens_uncompressed"]
         assert counts["visual_tokens"] == records[0].info()["tokens"] < placeholders
         assert counts["input_tokens"] == inputs["input_ids"].shape[1] - placeholders + counts["visual_tokens"]
-        assert counts["compression"] == comp.to_dict()
+        # the config as it runs: CLS-free towers (all but LLaVA-NeXT's CLIP) score by neg_cos
+        score = "cls_logits" if family[0] == "llava_hf_gc2" else "neg_cos"
+        assert counts["compression"] == {**comp.to_dict(), "score": score} == llava.hf.resolved_config(lm.model, comp)
 
 
 def test_no_compression_is_the_stock_model(family):

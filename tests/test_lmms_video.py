@@ -153,7 +153,7 @@ def test_video_requests_are_llava_hf_generate_on_the_stock_frames(name, video_ch
         assert counts["visual_tokens_uncompressed"] == placeholders == info["tokens_uncompressed"]
         assert counts["visual_tokens"] == info["tokens"] < 0.35 * placeholders
         assert len(info["budgets"]) == info["frames"] == (4 if name == "llava_onevision_gc2" else 2)
-        assert counts["images"] == [] and counts["compression"] == comp.to_dict()
+        assert counts["images"] == [] and counts["compression"] == {**comp.to_dict(), "score": "neg_cos"}  # no [CLS]
         assert counts["input_tokens"] == inputs["input_ids"].shape[1] - placeholders + counts["visual_tokens"]
     # the batch's pixels are the two clips' frames as the processor lays them out
     both = lm.processor(text=[lm.prompt(d["text"], ["video"]) for d in docs], padding=True, return_tensors="pt",
@@ -259,13 +259,19 @@ def test_refusals(video_checkpoints, video_media, tmp_path):
     with pytest.raises(TypeError, match=r"unknown model argument\(s\) max_frames_num"):
         hf.Qwen2VLGC2(pretrained=qckpt, max_frames_num=4)
 
-    # an image-only method is refused before any work, with the message of llava.hf
-    lm = _load(video_checkpoints, "llava_onevision_gc2", compression="visionzip", retention_ratio=0.25)
-    with pytest.raises(NotImplementedError, match="visionzip does not compress videos .*task t, document 0.*"
-                                                  "methods for videos: none, globalcom2, fastervlm"):
-        lm.generate_until(requests(lm, _docs(video_media, ["clip0.mp4"])))
-    # files that are not there or not videos, named with their document
+    # the image-only methods read a [CLS] token, which no video family's tower has: refused at load
+    with pytest.raises(ValueError, match="visionzip reads the \\[CLS\\] attention .* has no \\[CLS\\] token"):
+        _load(video_checkpoints, "llava_onevision_gc2", compression="visionzip", retention_ratio=0.25)
+    # where one would load, a video is refused before any work with the message of llava.hf
     lm = _load(video_checkpoints, "llava_onevision_gc2", max_frames_num=4)
+    lm.compressor = build_compressor("visionzip", retention_ratio=0.25)
+    try:
+        with pytest.raises(NotImplementedError, match="visionzip does not compress videos .*task t, document 0.*"
+                                                      "methods for videos: none, globalcom2, fastervlm"):
+            lm.generate_until(requests(lm, _docs(video_media, ["clip0.mp4"])))
+    finally:
+        lm.compressor = None
+    # files that are not there or not videos, named with their document
     with pytest.raises(FileNotFoundError, match="task t, document 1: video file .*gone.mp4' not found"):
         lm.generate_until(requests(lm, _docs(video_media, ["clip0.mp4", "gone.mp4"])))
     (tmp_path / "text.mp4").write_text("not a video")

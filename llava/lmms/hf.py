@@ -19,7 +19,9 @@ applied to one user turn — the request's images and videos in the task's order
 template puts the images first), then the task's text — as transformers' own pipelines and
 lmms-eval's ``llava_hf`` chat model build it; the Qwen models put a system turn first
 (``system_prompt``, default ``You are a helpful assistant.``) and drop ``<image>`` from the
-text, as lmms-eval's ``qwen2_vl`` / ``qwen2_5_vl`` do.
+text, as lmms-eval's ``qwen2_vl`` / ``qwen2_5_vl`` do. The logged compression config is the one
+that runs on the model (:func:`llava.hf.resolved_config`: on OneVision's and Qwen's CLS-free
+towers a method's default [CLS] score is ``neg_cos``).
 
 Videos (OneVision and Qwen; ``llava_hf_gc2`` refuses them): lmms-eval passes a video as its
 file path; the frames are those lmms-eval's stock models give the same checkpoint
@@ -120,7 +122,7 @@ class HFCompressingLMM(CompressingLMM):
         super().__init__()
         import transformers
 
-        from llava.hf import adapter_for
+        from llava.hf import adapter_for, resolved_config
         from llava.hf.processors import load_processor
 
         self.setup(compression, options, device=device, batch_size=batch_size)
@@ -132,6 +134,8 @@ class HFCompressingLMM(CompressingLMM):
         self.adapter = adapter_for(self._model)
         if self.compressor is not None:
             self.adapter.check(self.compressor)
+        # as it runs here: a CLS-free tower (OneVision's SigLIP, Qwen's) scores by neg_cos by default
+        self.compression = resolved_config(self._model, self.compressor)
         self.processor = load_processor(str(pretrained), self.PROCESSOR_CLASS)
         self.processor.tokenizer.padding_side = "left"
         self.chat_template = _template(chat_template)
