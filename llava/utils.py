@@ -26,6 +26,12 @@ def execution_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's inputs go: the execution device of its input embeddings (``model.device``
+    is its first weight's device, ``meta`` when a ``device_map`` offloaded that weight)."""
+    return execution_device(model.get_input_embeddings())
+
+
 @contextlib.contextmanager
 def onloaded(module: torch.nn.Module, recurse: bool = True) -> Iterator[None]:
     """The weights of ``module`` (with ``recurse``, also of its submodules) on its execution

@@ -164,3 +164,38 @@ def test_half_precision_keeps_the_dtype_and_the_hosts_tokens(build):
     assert records[0].tokens.dtype == torch.bfloat16 and logits.dtype == torch.bfloat16
     assert torch.equal(records[0].tokens, full[records[0].kept])
     assert torch.isfinite(logits.float()).all()
+
+
+# The methods whose scorers read vision weights outside the layers' forward, per family.
+OFFLOAD_METHODS = {
+    "hf_llava_next": [dict(name="globalcom2"), dict(name="hired"), dict(name="prumerge")],
+    "hf_onevision": [dict(name="globalcom2", score="attn_received")],
+    "hf_qwen2_vl": [dict(name="globalcom2", score="attn_received")],
+}
+
+
+@pytest.mark.filterwarnings("ignore:The following device_map keys do not match any submodules:UserWarning")
+@pytest.mark.parametrize("name", list(OFFLOAD_METHODS))
+def test_offloaded_vision_tower_gives_the_same_tokens(name, request, tmp_path):
+    """A ``device_map`` that puts the vision tower and projector on disk (accelerate then loads
+    each module's weights only during its own forward): the scorers, the tower's input placement
+    and ``image_newline`` still see real weights, and the tokens equal the in-memory model's."""
+    model, processor = request.getfixturevalue(name)
+    model.save_pretrained(tmp_path / "ckpt")
+    inner = dict(model.model.named_children())
+    on_disk = {"vision_tower", "visual", "multi_modal_projector"}
+    device_map = {f"model.{n}": "disk" if n in on_disk else "cpu" for n in inner}
+    device_map.update({f"model.{p}": "cpu" for p, _ in model.model.named_parameters(recurse=False)})
+    device_map["lm_head"] = "cpu"
+    offloaded = type(model).from_pretrained(tmp_path / "ckpt", device_map=device_map, dtype=model.dtype,
+                                            offload_folder=str(tmp_path / "offload"))
+    tower = offloaded.model.vision_tower if "qwen" not in name else offloaded.model.visual
+    assert next(tower.parameters()).device.type == "meta"  # really offloaded
+    inputs = process(model, processor, SIZES[name][:1])
+    gen = dict(max_new_tokens=3, do_sample=False)
+    for options in OFFLOAD_METHODS[name]:
+        comp = build_compressor(**options, retention_ratio=0.25)
+        expected, ref = llava.hf.generate(model, comp, **inputs, **gen, return_records=True)
+        got, recs = llava.hf.generate(offloaded, comp, **inputs, **gen, return_records=True)
+        assert torch.equal(got, expected), options
+        assert torch.equal(recs[0].kept, ref[0].kept)

@@ -33,6 +33,7 @@ from llava.compression import CompressedImage, build_compressor, option_names
 from llava.compression.cli import _FLAGS, _dest, _flag_names, add_compression_args, method_name
 from llava.compression.in_llm import surviving_selection
 from llava.compression.layout import crop_valid_mask
+from llava.utils import input_device
 
 ORDERS = ("forward", "reverse")
 
@@ -82,10 +83,10 @@ def study(model, tokenizer, processor, images: list, query: str, methods: dict[s
     from llava.mm_utils import process_images, tokenizer_image_token
 
     prompt = build_chat_prompt(query, model.config, conv_mode)
-    ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(model.device)
+    ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(input_device(model))
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for idx, image in enumerate(images):
-        pixels = process_images([image], processor, model.config, device=model.device, dtype=model.dtype)
+        pixels = process_images([image], processor, model.config, device=input_device(model), dtype=model.dtype)
         for name, opts in methods.items():
             per_order = {}
             for order in ORDERS:

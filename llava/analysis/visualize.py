@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.compression.in_llm import llm_stage, surviving_selection
 from llava.mm_utils import parse_grid_pinpoints, resize_and_pad_image, select_best_resolution
+from llava.utils import input_device
 
 MARGIN = 12
 HEADER = 44
@@ -206,7 +207,7 @@ def main(argv=None) -> str:
     tokenizer, model, processor, _ = load_pretrained_model(args.model_path, None, name, device=args.device,
                                                            compressor=compressor)
     image = load_image(args.image_file)
-    views = process_images([image], processor, model.config, device=model.device, dtype=model.dtype)
+    views = process_images([image], processor, model.config, device=input_device(model), dtype=model.dtype)
     records = []
     with torch.inference_mode():
         if llm_stage(compressor) is None:
@@ -216,7 +217,7 @@ def main(argv=None) -> str:
             from llava.mm_utils import tokenizer_image_token
 
             prompt = build_chat_prompt(args.query, model.config, default_conv_mode(name))
-            ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(model.device)
+            ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(input_device(model))
             model(ids, images=views, image_sizes=[image.size], image_records=records, use_cache=False)
     record = records[0]
     view_px = model.get_vision_tower().config.image_size
@@ -240,7 +241,7 @@ def draw_video(args, compressor) -> str:
     frames, meta = read_frames(processor, args.video_file, args.num_frames)
     model = load_model(args.model_path, args.device, None)
     inputs = processor(videos=[frames], video_metadata=[meta], text=[build_prompt(processor, "Describe the video.")],
-                       return_tensors="pt").to(model.device)
+                       return_tensors="pt").to(input_device(model))
     with torch.inference_mode():
         _, records = llava.hf.prepare_inputs(model, compressor, **inputs)
     record = records[-1]

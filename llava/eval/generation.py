@@ -62,6 +62,7 @@ def generate_answers(
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.conversation import build_chat_prompt
     from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.utils import input_device
 
     if len(messages) != len(images):
         raise ValueError(f"{len(messages)} messages but {len(images)} image lists")
@@ -76,15 +77,16 @@ def generate_answers(
         input_ids[b, width - x.shape[0]:] = x
         mask[b, width - x.shape[0]:] = 1
     kwargs: dict[str, Any] = dict(model_kwargs)
+    device = input_device(model)
     records: list = []
     flat = [im for ims in images for im in ims]
     if flat:
-        pix = process_images(flat, image_processor, model.config, device=model.device, dtype=model.dtype)
+        pix = process_images(flat, image_processor, model.config, device=device, dtype=model.dtype)
         kwargs.update(images=pix, image_sizes=[im.size for im in flat], image_records=records)
     sampling = temperature > 0
     with torch.inference_mode():
         out = model.generate(  # [B, new] (only the new tokens: the model is fed embeddings)
-            input_ids.to(model.device), attention_mask=mask.to(model.device), do_sample=sampling,
+            input_ids.to(device), attention_mask=mask.to(device), do_sample=sampling,
             temperature=temperature if sampling else None, top_p=top_p if sampling else None,
             num_beams=num_beams, max_new_tokens=max_new_tokens, pad_token_id=pad_id, use_cache=True, **kwargs)
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]

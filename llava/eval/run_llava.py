@@ -22,7 +22,7 @@ from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.conversation import build_chat_prompt, conv_templates, default_conv_mode
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import DTYPES, load_pretrained_model
-from llava.utils import synchronize
+from llava.utils import input_device, synchronize
 
 
 class _FirstTokenClock(StoppingCriteria):
@@ -63,12 +63,12 @@ def eval_model(args) -> str:
 
     t1 = time.perf_counter()
     image_sizes = [im.size for im in images]
-    images_tensor = process_images(images, image_processor, model.config, device=model.device, dtype=model.dtype)
-    input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(model.device)
+    images_tensor = process_images(images, image_processor, model.config, device=input_device(model), dtype=model.dtype)
+    input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(input_device(model))
     t_pre = time.perf_counter() - t1 + t_read
 
     model.record_timings, model.stage_times = args.stats, {}
-    clock = _FirstTokenClock(model.device)
+    clock = _FirstTokenClock(input_device(model))
     t2 = time.perf_counter()
     output_ids = model.generate(
         input_ids, images=images_tensor, image_sizes=image_sizes,

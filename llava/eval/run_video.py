@@ -19,6 +19,7 @@ import torch
 
 from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.model.builder import DTYPES
+from llava.utils import input_device
 
 
 def load_model(model_path: str, device: str, dtype: str | None):
@@ -70,7 +71,7 @@ def eval_model(args) -> str:
 
     t0 = time.perf_counter()
     inputs = processor(videos=[frames], video_metadata=[metadata], text=[build_prompt(processor, args.query)],
-                       return_tensors="pt").to(model.device)
+                       return_tensors="pt").to(input_device(model))
     t_pre = time.perf_counter() - t0
     gen = dict(do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else None,
                top_p=args.top_p, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)

@@ -9,7 +9,9 @@ and the unpadding come from transformers' own helpers (``get_anyres_image_grid_s
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -23,6 +25,7 @@ from llava.compression.scoring import (
     tower_scores,
     wants_tower_scores,
 )
+from llava.utils import execution_device, onloaded
 
 from .core import Adapter, register
 
@@ -122,7 +125,7 @@ class LlavaNextAdapter(Adapter):
         :class:`~llava.compression.scoring.TowerScores` when it asks for keys or extra layers)."""
         tower = self.inner.vision_tower
         dtype = next(tower.parameters()).dtype
-        out = tower(pixels.to(device=tower.device, dtype=dtype), output_hidden_states=True, return_dict=True)
+        out = tower(pixels.to(device=execution_device(tower), dtype=dtype), output_hidden_states=True, return_dict=True)
         hidden = out.hidden_states
         layer = self._option(inputs, "vision_feature_layer")
         feats = hidden[layer] if isinstance(layer, int) else torch.cat([hidden[i] for i in layer], dim=-1)
@@ -133,14 +136,15 @@ class LlavaNextAdapter(Adapter):
         if request.kind == "neg_cos":
             return feats, neg_cos_scores(feats)
         layers = encoder_layers(tower)
-        if wants_tower_scores(request):
-            return feats, tower_scores(layers, hidden.__getitem__, request)
-        index = request.layer + len(layers) if request.layer < 0 else request.layer
-        if not 0 <= index < len(layers):
-            raise ValueError(f"score_layer {request.layer} out of range for a {len(layers)}-layer vision tower")
-        if request.kind == "attn_received":
-            return feats, layer_received_attention(layers[index], hidden[index])[:, prefix:]
-        return feats, cls_attention_scores(layers[index], hidden[index], request.kind)
+        with onloaded(tower):  # the scorers read layer weights outside the layers' forward
+            if wants_tower_scores(request):
+                return feats, tower_scores(layers, hidden.__getitem__, request)
+            index = request.layer + len(layers) if request.layer < 0 else request.layer
+            if not 0 <= index < len(layers):
+                raise ValueError(f"score_layer {request.layer} out of range for a {len(layers)}-layer vision tower")
+            if request.kind == "attn_received":
+                return feats, layer_received_attention(layers[index], hidden[index])[:, prefix:]
+            return feats, cls_attention_scores(layers[index], hidden[index], request.kind)
 
     # ------------------------------------------------------------------ compression
 
@@ -151,5 +155,13 @@ class LlavaNextAdapter(Adapter):
         counts = [lay.n_views for lay in layouts]
         feats = feats.split(counts)
         scores = scores.split(counts) if scores is not None else [None] * len(layouts)
-        projector, newline = self.inner.multi_modal_projector, self.inner.image_newline
-        return [comp.compress(f, newline, lay, s, project=projector) for f, lay, s in zip(feats, layouts, scores)]
+        projector = self.inner.multi_modal_projector
+        with self.image_newline() as newline:
+            return [comp.compress(f, newline, lay, s, project=projector) for f, lay, s in zip(feats, layouts, scores)]
+
+    @contextlib.contextmanager
+    def image_newline(self) -> Iterator[torch.Tensor]:
+        """The host's ``image_newline``, loaded for the block even when a ``device_map``
+        offloaded it (it is read outside any module's forward)."""
+        with onloaded(self.inner, recurse=False):
+            yield self.inner.image_newline

@@ -92,14 +92,14 @@ class OnevisionAdapter(LlavaNextAdapter):
         counts = [lay.n_views for lay in layouts]
         tokens = tokens.split(counts)
         scores = scores.split(counts) if scores is not None else [None] * len(layouts)
-        newline = self.inner.image_newline
         out = []
-        for t, s, lay in zip(tokens, scores, layouts):
-            if lay.n_crops:
-                t = torch.cat([t[:1], scatter_visible(visible_canvas(t[1:], lay), lay)])
-                if s is not None:
-                    s = torch.cat([s[:1], scatter_visible(visible_canvas(s[1:, :, None], lay), lay)[..., 0]])
-            out.append(comp.compress(t, newline, lay, s))
+        with self.image_newline() as newline:
+            for t, s, lay in zip(tokens, scores, layouts):
+                if lay.n_crops:
+                    t = torch.cat([t[:1], scatter_visible(visible_canvas(t[1:], lay), lay)])
+                    if s is not None:
+                        s = torch.cat([s[:1], scatter_visible(visible_canvas(s[1:, :, None], lay), lay)[..., 0]])
+                out.append(comp.compress(t, newline, lay, s))
         return out
 
 
@@ -138,8 +138,8 @@ class OnevisionAdapter(LlavaNextAdapter):
         counts = [lay.frames for lay in layouts]
         tokens = tokens.split(counts)
         scores = scores.split(counts) if scores is not None else [None] * len(layouts)
-        newline = self.inner.image_newline
-        return [comp.compress(t, newline, lay, s) for t, s, lay in zip(tokens, scores, layouts)]
+        with self.image_newline() as newline:
+            return [comp.compress(t, newline, lay, s) for t, s, lay in zip(tokens, scores, layouts)]
 
     def encoder_output(self, modality: str, records: list[CompressedImage]) -> BaseModelOutputWithPooling:
         if modality != "video":

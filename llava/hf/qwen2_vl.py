@@ -33,6 +33,7 @@ from torch import nn
 
 from llava.compression import AnyResLayout, CompressedImage, Compressor, ScoreRequest, VideoLayout
 from llava.compression.scoring import neg_cos_scores, received_attention
+from llava.utils import execution_device, onloaded
 
 from .core import Adapter, Spliced, register, text_positions
 
@@ -122,7 +123,7 @@ class Qwen2VLAdapter(Adapter):
             hook = _capture_received(blocks[index], captured)
         with hook if hook is not None else _nothing():
             dtype = next(visual.parameters()).dtype
-            out = visual(pixel_values.to(device=next(visual.parameters()).device, dtype=dtype), grid_thw=grid)
+            out = visual(pixel_values.to(device=execution_device(visual), dtype=dtype), grid_thw=grid)
         tokens = out.pooler_output  # [M, D], host order
         if request is None:
             return tokens, None
@@ -144,7 +145,7 @@ class Qwen2VLAdapter(Adapter):
         layouts = self.image_layouts(inputs)
         grid = inputs["image_grid_thw"]
         request = self.score_request(comp)
-        tokens, feats = self.vision(inputs["pixel_values"], grid.to(self.model.device), request)
+        tokens, feats = self.vision(inputs["pixel_values"], grid.to(execution_device(self.inner.visual)), request)
         counts = [lay.tokens_per_view for lay in layouts]
         if tokens.shape[0] != sum(counts):
             raise ValueError(f"the vision tower gave {tokens.shape[0]} tokens, image_grid_thw calls for {sum(counts)}")
@@ -167,7 +168,7 @@ class Qwen2VLAdapter(Adapter):
         grid = inputs["video_grid_thw"]
         request = self.score_request(comp)
         attn = request if request is not None and request.kind == "attn_received" else None
-        tokens, feats = self.vision(inputs["pixel_values_videos"], grid.to(self.model.device), attn)
+        tokens, feats = self.vision(inputs["pixel_values_videos"], grid.to(execution_device(self.inner.visual)), attn)
         counts = [lay.num_tokens() for lay in layouts]
         if tokens.shape[0] != sum(counts):
             raise ValueError(f"the vision tower gave {tokens.shape[0]} tokens, video_grid_thw calls for {sum(counts)}")
@@ -232,7 +233,9 @@ def _capture_received(block: nn.Module, captured: dict[str, torch.Tensor]) -> It
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        captured["received"] = block_received_attention(module, hidden, kwargs["cu_seqlens"], kwargs["position_embeddings"])
+        with onloaded(module):  # runs before an offloaded block's own weights are loaded
+            captured["received"] = block_received_attention(module, hidden, kwargs["cu_seqlens"],
+                                                            kwargs["position_embeddings"])
 
     handle = block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
