@@ -59,6 +59,7 @@ from typing import Any, ClassVar
 import torch
 
 from llava.eval.generation import Answer, output_lengths
+from llava.utils import input_device
 
 from .base import CompressingLMM
 from .video import (
@@ -184,7 +185,7 @@ class HFCompressingLMM(CompressingLMM):
         extra = self.video_kwargs(videos) if videos else {}
         inputs = self.processor(text=texts, images=images or None, videos=[c.frames for c in videos] or None,
                                 return_tensors="pt", padding=True, **extra)
-        inputs = inputs.to(self.device)
+        inputs = inputs.to(input_device(self._model))  # where the embeddings run (device_map, offloading)
         for key in ("pixel_values", "pixel_values_videos"):
             if isinstance(inputs.get(key), torch.Tensor):
                 inputs[key] = inputs[key].to(self._model.dtype)
