@@ -124,3 +124,23 @@ def tiny_deep(tiny, tiny_ckpt):
     raw["num_hidden_layers"] = 4
     model = random_model(raw, vision, seed=1).eval()
     return tiny[0], model, tiny[2]
+
+
+@pytest.fixture(scope="session")
+def video_media(tmp_path_factory) -> str:
+    """The folder of the tiny video task's files (``lmms_data.write_video_media``)."""
+    from lmms_data import write_video_media
+
+    return write_video_media(str(tmp_path_factory.mktemp("video-media")))
+
+
+@pytest.fixture(scope="session")
+def video_checkpoints(hf_onevision, hf_qwen2_vl, hf_qwen2_5_vl, tmp_path_factory) -> dict[str, str]:
+    """lmms-eval video model name → a checkpoint folder of the session's tiny model of that
+    family, saved as published ones are (processor and video processor settings, a chat template)."""
+    from llava.testing.tiny_hf import LLAVA_CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE, save_checkpoint
+
+    models = {"llava_onevision_gc2": (hf_onevision, LLAVA_CHAT_TEMPLATE), "qwen2_vl_gc2": (hf_qwen2_vl, QWEN_CHAT_TEMPLATE),
+              "qwen2_5_vl_gc2": (hf_qwen2_5_vl, QWEN_CHAT_TEMPLATE)}
+    return {name: save_checkpoint(*built, str(tmp_path_factory.mktemp(name)), chat_template=template)
+            for name, (built, template) in models.items()}

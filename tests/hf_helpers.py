@@ -104,3 +104,16 @@ def masked_full_reference(model, inputs, records):
     positions, _ = type(model.model).get_rope_index(model.model, ids, mm_token_type_ids=inputs["mm_token_type_ids"],
                                                     attention_mask=inputs["attention_mask"], **grids)
     return mask, positions
+
+
+def write_video(path: str, frames: np.ndarray, fps: int) -> str:
+    """``frames`` ``[F, H, W, 3]`` uint8 written to ``path`` with PyAV (mpeg4, ``fps`` a second)."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path

@@ -181,3 +181,29 @@ def write_eval_data(root: str) -> str:
     write_vizwiz(root)
     write_mmvet(root)
     return root
+
+
+# ----------------------------------------------------------------------------- the tiny video task
+
+#: The tiny video task's files (tests/lmms_video_task): name -> (frames, fps, width, height, seed).
+VIDEO_CLIPS = {"clip0.mp4": (24, 6, 112, 84, 0), "clip1.mp4": (18, 6, 84, 112, 1)}
+#: The frames each video model sees of the clips with 4 frames asked for (``max_frames_num=4`` /
+#: ``max_num_frames=4``), derived by hand: OneVision ``linspace(0, total - 1, 4)`` truncated;
+#: Qwen at 2 fps 8 / 6 frames at ``round(linspace(0, total - 1, n))``, of which
+#: ``linspace(0, n - 1, 4)`` truncated.
+VIDEO_INDICES = {"llava_onevision_gc2": {"clip0.mp4": [0, 7, 15, 23], "clip1.mp4": [0, 5, 11, 17]},
+                 "qwen2_vl_gc2": {"clip0.mp4": [0, 7, 13, 23], "clip1.mp4": [0, 3, 10, 17]}}
+VIDEO_TASK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lmms_video_task")
+VIDEO_MEDIA_ENV = "LLAVA_TINY_VIDEO_MEDIA"
+
+
+def write_video_media(root: str) -> str:
+    """The video files (a random picture drifting from frame to frame) and the picture of the
+    tiny video task (``video_tiny``) under ``root``; returns ``root``."""
+    from hf_helpers import random_clip, write_video
+
+    os.makedirs(root, exist_ok=True)
+    for name, (frames, fps, w, h, seed) in VIDEO_CLIPS.items():
+        write_video(os.path.join(root, name), random_clip(frames, w, h, seed=seed), fps)
+    _image(os.path.join(root, "pic0.png"), (90, 70), 7)
+    return root

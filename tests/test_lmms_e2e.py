@@ -1,8 +1,9 @@
 """The lmms-eval CLI end to end, in one subprocess: our plug-in models on the local tasks of a
-tiny data root. lmms-eval exits 0 even when an evaluation crashed, so everything is read from
-the files it writes: the results file (metric, kept-token ratio) and the per-sample log
-(visual tokens before/after, resolved compression config) — and compared with what the
-scripts' drivers and scorers produce for the same questions."""
+tiny data root, and the video models on a tiny video task (tests/lmms_video_task). lmms-eval
+exits 0 even when an evaluation crashed, so everything is read from the files it writes: the
+results file (metric, kept-token ratio) and the per-sample log (visual tokens before/after,
+per-frame records, resolved compression config) — and compared with what the scripts' drivers
+and scorers produce for the same questions, and with the frames and token counts derived by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 import yaml
-from lmms_data import write_eval_data
+from lmms_data import VIDEO_INDICES, VIDEO_MEDIA_ENV, VIDEO_TASK_DIR, write_eval_data
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make lmms` (and `make test`)")
 
@@ -26,6 +27,9 @@ V16 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 NEW_TOKENS = 4
 GC2_TASKS = {"gqa_local": "gqa_accuracy", "pope_local": "pope_f1", "mmbench_local": "mmbench_circular_accuracy"}
 GC2_CONFIG = build_compressor("globalcom2", retention_ratio=0.25).to_dict()  # defaults pinned in test_lmms_model
+#: run name → (model, method, model arguments) of the video runs
+VIDEO_RUNS = {"ov_video": ("llava_onevision_gc2", "globalcom2", "max_frames_num=4"),
+              "qwen_video": ("qwen2_vl_gc2", "vidcom2", "max_num_frames=4")}
 
 
 def _cli() -> list[str]:
@@ -34,11 +38,12 @@ def _cli() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_ckpt, tmp_path_factory):
-    """One lmms-eval process, two runs (``--config`` with a list): llava_gc2 compressed, and
-    llava_hf_gc2 compressed on the same weights converted to transformers' format. (A run that
-    crashes — e.g. ``compression=fastervlm,alpha=0.5`` — prints its traceback, writes no results
-    file and leaves the exit code at 0, so only the files tell.)"""
+def run(tiny_ckpt, video_checkpoints, video_media, tmp_path_factory):
+    """One lmms-eval process, four runs (``--config`` with a list): llava_gc2 compressed,
+    llava_hf_gc2 compressed on the same weights converted to transformers' format, and the tiny
+    OneVision and Qwen2-VL on the video task. (A run that crashes — e.g.
+    ``compression=fastervlm,alpha=0.5`` — prints its traceback, writes no results file and
+    leaves the exit code at 0, so only the files tell.)"""
     from llava.convert import original_to_hf
 
     tmp = tmp_path_factory.mktemp("lmms-e2e")
@@ -53,10 +58,14 @@ def run(tiny_ckpt, tmp_path_factory):
         "hf": {"model": "llava_hf_gc2", "tasks": ",".join(GC2_TASKS),
                "model_args": f"pretrained={hf_ckpt},compression=globalcom2,retention_ratio=0.25,device=cpu", "batch_size": 2},
     }
+    for name, (model, method, args) in VIDEO_RUNS.items():
+        runs[name] = {"model": model, "tasks": "video_tiny", "include_path": VIDEO_TASK_DIR, "batch_size": 2,
+                      "model_args": f"pretrained={video_checkpoints[model]},compression={method},"
+                                    f"retention_ratio=0.25,{args},device=cpu"}
     configs = [{**common, **spec, "output_path": str(tmp / "out" / name)} for name, spec in runs.items()]
     cfg = tmp / "runs.yaml"
     cfg.write_text(yaml.safe_dump(configs))
-    env = {**os.environ, "LLAVA_EVAL_DATA": data, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "LLAVA_EVAL_DATA": data, VIDEO_MEDIA_ENV: video_media, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([*_cli(), "--config", str(cfg)], env=env, cwd=tmp, capture_output=True, text=True,
                           timeout=900)
@@ -173,3 +182,42 @@ def test_transformers_run_scores_with_our_scorers(run):
             assert a["compression"] == GC2_CONFIG
     assert results["throughput"]["avg_visual_token_ratio"] == pytest.approx(
         _outputs(tmp, "gc2", log)[0]["throughput"]["avg_visual_token_ratio"])
+
+
+@pytest.mark.parametrize("name", sorted(VIDEO_RUNS))
+def test_video_runs(run, name):
+    """The video models through the CLI: the task's metric on the answers they wrote, every
+    video seen at the frames lmms-eval's own models take (by hand), its uncompressed count the
+    model's own (OneVision: 4 frames of 4×4 pooled tokens and a newline; Qwen2-VL: 2 temporal
+    patches of 3×4 merged tokens), compressed as asked, and the run's figures over them."""
+    model, method, _ = VIDEO_RUNS[name]
+    tmp, _, log = run
+    results, samples = _outputs(tmp, name, log)
+    docs = [json.loads(x) for x in open(os.path.join(VIDEO_TASK_DIR, "video_tiny.jsonl"), encoding="utf-8")]
+    assert results["n-samples"]["video_tiny"] == {"original": len(docs), "effective": len(docs)}
+    rows = samples["video_tiny"]
+    hits = [float(s["filtered_resps"].strip().lower() == d["answer"]) for s, d in zip(rows, docs)]
+    assert results["results"]["video_tiny"]["video_accuracy,none"] == pytest.approx(sum(hits) / len(hits))
+    full = 4 * 4 * 4 + 1 if model == "llava_onevision_gc2" else 2 * 3 * 4
+    config = build_compressor(method, retention_ratio=0.25).to_dict()
+    if "score" in config:  # as it runs: these towers have no [CLS], so GlobalCom² scores by neg_cos
+        config["score"] = "neg_cos"
+    for s, d in zip(rows, docs):
+        counts = s["token_counts"][0]
+        (video,) = counts["videos"]
+        assert video["frame_indices"] == VIDEO_INDICES[model][d["video"]]
+        assert video["tokens_uncompressed"] == full and video["frames"] == len(video["frame_kept"])
+        assert 0 < video["tokens"] <= 0.3 * full and video["tokens"] >= sum(video["frame_kept"])
+        assert len(counts["images"]) == (1 if d["image"] else 0)
+        assert counts["visual_tokens"] == video["tokens"] + sum(i["tokens"] for i in counts["images"])
+        assert counts["compression"] == config
+        assert 1 <= counts["output_tokens"] <= NEW_TOKENS
+        if method == "globalcom2":  # its per-frame budgets r_f, one per frame
+            assert len(video["budgets"]) == video["frames"]
+    throughput = results["throughput"]
+    all_counts = [s["token_counts"][0] for s in rows]
+    assert throughput["avg_visual_token_ratio"] == pytest.approx(
+        sum(c["visual_tokens"] for c in all_counts) / sum(c["visual_tokens_uncompressed"] for c in all_counts))
+    assert throughput["avg_visual_tokens_per_video"] == pytest.approx(
+        sum(c["videos"][0]["tokens"] for c in all_counts) / len(all_counts))
+    assert throughput["avg_visual_tokens_uncompressed_per_video"] == full

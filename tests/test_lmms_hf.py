@@ -17,22 +17,15 @@ from lmms_eval.api.instance import Instance  # noqa: E402
 
 import llava.hf  # noqa: E402
 from llava.compression import build_compressor  # noqa: E402
+from llava.testing.tiny_hf import LLAVA_CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE  # noqa: E402
 
-QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
-    "<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 FAMILIES = {  # lmms-eval name: (fixture, class, chat template, settings a real processor_config.json holds)
-    "llava_hf_gc2": ("hf_llava_next", "LlavaNextGC2", LLAVA_TEMPLATE, {}),
-    "llava_onevision_gc2": ("hf_onevision", "LlavaOnevisionGC2", LLAVA_TEMPLATE,
+    "llava_hf_gc2": ("hf_llava_next", "LlavaNextGC2", LLAVA_CHAT_TEMPLATE, {}),
+    "llava_onevision_gc2": ("hf_onevision", "LlavaOnevisionGC2", LLAVA_CHAT_TEMPLATE,
                             {"num_image_tokens": 64, "vision_feature_select_strategy": "full",
                              "vision_aspect_ratio": "anyres_max_9"}),
-    "qwen2_vl_gc2": ("hf_qwen2_vl", "Qwen2VLGC2", QWEN_TEMPLATE, {}),
-    "qwen2_5_vl_gc2": ("hf_qwen2_5_vl", "Qwen2_5_VLGC2", QWEN_TEMPLATE, {}),
+    "qwen2_vl_gc2": ("hf_qwen2_vl", "Qwen2VLGC2", QWEN_CHAT_TEMPLATE, {}),
+    "qwen2_5_vl_gc2": ("hf_qwen2_5_vl", "Qwen2_5_VLGC2", QWEN_CHAT_TEMPLATE, {}),
 }
 SIZES = [(200, 150), (150, 200), (120, 120)]
 DOCS = [{"text": f"What is in picture {i}?", "image": random_image(w, h, seed=i)} for i, (w, h) in enumerate(SIZES)]
@@ -80,7 +73,7 @@ def test_answers_are_llava_hf_generate_and_counts_the_processors(family):
     comp = build_compressor("globalcom2", retention_ratio=0.25)
     assert lm.compressor == comp
     for r, doc in zip(out, DOCS):  # each alone, straight through llava.hf
-        inputs = lm.processor(text=[lm.prompt(doc["text"], 1)], images=[doc["image"]], return_tensors="pt")
+        inputs = lm.processor(text=[lm.prompt(doc["text"], ["image"])], images=[doc["image"]], return_tensors="pt")
         with torch.inference_mode():  # as the plug-in runs it
             ids, records = llava.hf.generate(lm.model, comp, return_records=True, **inputs, max_new_tokens=4,
                                              do_sample=False)
@@ -91,14 +84,16 @@ def test_answers_are_llava_hf_generate_and_counts_the_processors(family):
         assert counts["visual_tokens_uncompressed"] == placeholders == records[0].info()["tokens_uncompressed"]
         assert counts["visual_tokens"] == records[0].info()["tokens"] < placeholders
         assert counts["input_tokens"] == inputs["input_ids"].shape[1] - placeholders + counts["visual_tokens"]
-        assert counts["compression"] == comp.to_dict()
+        # the config as it runs: CLS-free towers (all but LLaVA-NeXT's CLIP) score by neg_cos
+        score = "cls_logits" if family[0] == "llava_hf_gc2" else "neg_cos"
+        assert counts["compression"] == {**comp.to_dict(), "score": score} == llava.hf.resolved_config(lm.model, comp)
 
 
 def test_no_compression_is_the_stock_model(family):
     lm = _load(family)
     out = lm.generate_until(requests(lm, DOCS[:2]))
     for r, doc in zip(out, DOCS):
-        inputs = lm.processor(text=[lm.prompt(doc["text"], 1)], images=[doc["image"]], return_tensors="pt")
+        inputs = lm.processor(text=[lm.prompt(doc["text"], ["image"])], images=[doc["image"]], return_tensors="pt")
         with torch.inference_mode():
             ids = lm.model.generate(**inputs, max_new_tokens=4, do_sample=False)
         assert r.text == lm.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:],
@@ -115,6 +110,22 @@ def test_arguments_are_checked_at_load(family):
     if name != "llava_hf_gc2":  # the release's packing exists for LLaVA-NeXT only
         with pytest.raises(ValueError, match="layout='reference' is not available"):
             _load(family, compression="globalcom2", layout="reference")
+
+
+def test_videos_are_refused_where_they_cannot_be_read(family, tmp_path):
+    """LLaVA-NeXT takes no video; a video model's checkpoint saved without video processor
+    settings (as these are) takes images only. Both say so before any work."""
+    lm = _load(family)
+    docs = [{"text": "What moves?", "image": str(tmp_path / "clip.mp4")}]
+    if family[0] == "llava_hf_gc2":
+        match = ("llava_hf_gc2 takes images; task t, document 0 gave a video .*clip.mp4'.* videos go to "
+                 "llava_onevision_gc2, qwen2_vl_gc2, qwen2_5_vl_gc2")
+        with pytest.raises(TypeError, match=match):
+            lm.generate_until(requests(lm, docs))
+    else:
+        assert getattr(lm.processor, "video_processor", None) is None
+        with pytest.raises(ValueError, match="task t, document 0: .* holds no video processor settings .* images only"):
+            lm.generate_until(requests(lm, docs))
 
 
 def test_registered_with_lmms_eval():

@@ -143,8 +143,11 @@ def test_keep_all_reports_equal_counts(tiny_ckpt):
 
 def test_non_image_visuals_are_refused(gc2):
     docs = [{"prompt": "q", "image": "clip.mp4"}]
-    with pytest.raises(TypeError, match="takes images; task t gave a str"):
+    with pytest.raises(TypeError, match=r"llava_gc2 takes images; task t, document 0 gave a video \('clip.mp4'\) — "
+                                        "videos go to llava_onevision_gc2, qwen2_vl_gc2, qwen2_5_vl_gc2"):
         gc2.generate_until(requests(gc2, docs))
+    with pytest.raises(TypeError, match="llava_gc2 takes images; task t, document 0 gave a dict"):
+        gc2.generate_until(requests(gc2, [{"prompt": "q", "image": {"array": [0.0]}}]))
     with pytest.raises(NotImplementedError, match="loglikelihood"):
         gc2.loglikelihood([])
 

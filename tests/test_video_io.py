@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from hf_helpers import write_video
 
 from llava.hf.processors import load_processor
 from llava.hf.video import VideoProcessor, read_video
@@ -23,17 +24,8 @@ def grey(i: int) -> int:
 @pytest.fixture(scope="session")
 def clip_file(tmp_path_factory) -> str:
     """12 frames at 6 fps, frame i a flat grey of level 10 + 20·i (so a frame names its index)."""
-    import av
-
-    path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=6)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i in range(FRAMES):
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), grey(i), np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+    frames = np.stack([np.full((H, W, 3), grey(i), np.uint8) for i in range(FRAMES)])
+    return write_video(str(tmp_path_factory.mktemp("video") / "clip.mp4"), frames, fps=6)
 
 
 def levels(frames: np.ndarray) -> list[int]:

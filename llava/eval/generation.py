@@ -10,7 +10,7 @@ model's context raises :class:`llava.errors.PromptTooLongError` (from ``model.ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,13 +18,16 @@ from typing import Any
 class Answer:
     """One generated answer. ``images`` holds each image's compression summary
     (:meth:`llava.compression.CompressedImage.info`: ``tokens``, ``tokens_uncompressed``,
-    ``grid``, ...), in prompt order; ``input_tokens`` is the LLM's prefill length (text + kept
-    visual tokens) and ``output_tokens`` the generated tokens up to and including EOS."""
+    ``grid``, ...), in prompt order, and ``videos`` each video's (``frames``, ``frame_kept``,
+    ...; the transformers video models of the lmms-eval plug-in); ``input_tokens`` is the LLM's
+    prefill length (text + kept visual tokens) and ``output_tokens`` the generated tokens up to
+    and including EOS."""
 
     text: str
     images: list[dict[str, Any]]
     input_tokens: int
     output_tokens: int
+    videos: list[dict[str, Any]] = field(default_factory=list)
 
 
 def user_message(text: str, n_images: int) -> str:

@@ -1,12 +1,15 @@
 """What every plug-in model shares: the compression model arguments, device placement, the
 ``generate_until`` loop (batches of requests with equal generation settings, stop strings cut
-off afterwards, answers in request order) and the visual-token reports of
-:mod:`llava.lmms.records`. A model family only loads its model and answers a batch
+off afterwards, answers in request order), the checks on each request's visuals (images; video
+files for the video models — lmms-eval passes a video as its path) and the visual-token
+reports of :mod:`llava.lmms.records`. A model family only loads its model, reads a video
+(:meth:`CompressingLMM.load_video`, video models) and answers a batch
 (:meth:`CompressingLMM.answer`)."""
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import torch
@@ -15,13 +18,15 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from llava.compression import Compressor
+from llava.compression import COMPRESSORS, Compressor
 from llava.compression.cli import compression_config
 from llava.errors import PromptTooLongError
 from llava.eval.generation import Answer
 
 from .options import compressor_from_model_args, split_model_args
 from .records import VisualTokenCounts, VisualTokenTally, sample_record
+from .registry import VIDEO_MODELS, model_name
+from .video import VideoClip
 
 #: Generation settings the plug-in models understand (``until`` is applied to the text).
 GEN_KEYS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
@@ -42,6 +47,8 @@ class CompressingLMM(lmms):
     is_simple = True
     #: model arguments of the subclass (for the "unknown argument" message).
     MODEL_ARGS: tuple[str, ...] = ()
+    #: whether the model takes video files
+    VIDEO: bool = False
 
     def setup(self, compression: str, options: dict[str, Any], *, device: str | None, batch_size) -> None:
         """Parse the compression arguments (``options`` holds everything not consumed by the
@@ -92,7 +99,12 @@ class CompressingLMM(lmms):
     # ------------------------------------------------------------------ one family's part
 
     def answer(self, prompts: list[str], visuals: list[list], gen: dict[str, Any]) -> list[Answer]:
-        """Answer a batch: ``visuals[b]`` is request b's list of PIL images (may be empty)."""
+        """Answer a batch: ``visuals[b]`` is request b's list of PIL images and (video models)
+        :class:`~llava.lmms.video.VideoClip` s, in the task's order (may be empty)."""
+        raise NotImplementedError
+
+    def load_video(self, path: str) -> VideoClip:
+        """The frames of the video file ``path`` the model sees (video models)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ lmms-eval's API
@@ -127,7 +139,7 @@ class CompressingLMM(lmms):
                         f"as an error entry and go on)"
                     ) from e
                 for i, a, ans in zip(batch, args, answers):
-                    record = sample_record(ans.images, self.compression)
+                    record = sample_record(ans.images, self.compression, ans.videos)
                     tally.add(a[4], record, ans.output_tokens)
                     counts = VisualTokenCounts(input_tokens=ans.input_tokens, output_tokens=ans.output_tokens,
                                                visual=record)
@@ -143,17 +155,41 @@ class CompressingLMM(lmms):
     # ------------------------------------------------------------------ helpers
 
     def _visuals(self, args: tuple) -> list:
-        """The request's images (``doc_to_visual`` of its document), ``None`` entries dropped."""
+        """The request's visuals (``doc_to_visual`` of its document, ``None`` entries dropped):
+        PIL images as they are, video files (paths) read by :meth:`load_video`."""
         from PIL import Image
 
         _context, _gen, doc_to_visual, doc_id, task, split = args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
-        out = [v for v in visuals if v is not None]
-        for v in out:
-            if not isinstance(v, Image.Image):
-                raise TypeError(f"{type(self).__name__} takes images; task {task} gave a {type(v).__name__} "
-                                f"({str(v)[:80]!r}) — video input comes with the video models")
+        name = model_name(type(self))
+        out = []
+        for v in (v for v in visuals if v is not None):
+            if isinstance(v, Image.Image):
+                out.append(v)
+            elif isinstance(v, (str, os.PathLike)):
+                out.append(self._video(os.fspath(v), task, doc_id, name))
+            else:
+                takes = "images and video files" if self.VIDEO else "images"
+                raise TypeError(f"{name} takes {takes}; task {task}, document {doc_id} gave a {type(v).__name__} "
+                                f"({str(v)[:80]!r})")
         return out
+
+    def _video(self, path: str, task: str, doc_id: int, name: str) -> VideoClip:
+        """A video of the request, refused where it cannot be compressed as asked."""
+        where = f"task {task}, document {doc_id}"
+        if not self.VIDEO:
+            raise TypeError(f"{name} takes images; {where} gave a video ({path!r}) — videos go to "
+                            f"{', '.join(VIDEO_MODELS)}")
+        if self.compressor is not None and not self.compressor.handles_video():
+            raise NotImplementedError(
+                f"{self.compressor.name} does not compress videos ({where} gave {path!r}); methods for videos: "
+                f"{', '.join(n for n, c in COMPRESSORS.items() if c.handles_video())}")
+        try:
+            return self.load_video(path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{where}: {e}") from None
+        except (OSError, ValueError) as e:  # unreadable, too short, ...
+            raise ValueError(f"{where}: {e}") from None
 
     def _generation_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
         gen = dict(raw or {})

@@ -7,16 +7,25 @@ our models return :class:`VisualTokenCounts`, which adds to lmms-eval's ``input_
     "visual_tokens": 732, "visual_tokens_uncompressed": 2928,
     "images": [{"tokens": 732, "tokens_uncompressed": 2928, "grid": [2, 2], "thumbnail_kept": 144,
                 "crop_kept": [...], "budgets": [...]}],
+    "videos": [{"tokens": 180, "tokens_uncompressed": 721, "frames": 4, "frame_shape": [14, 14],
+                "frame_kept": [...], "budgets": [...], "frame_indices": [0, 10, 21, 31]}],
     "compression": {"name": "globalcom2", "retention_ratio": 0.25, ...}
+
+(``videos`` only for samples with a video; the visual-token totals count images and videos; a
+video's ``budgets`` are its per-frame budgets r_f and ``frame_indices`` the file's frames the
+model saw.)
 
 Per run — :class:`VisualTokenTally` adds the samples up and, at the end of each
 ``generate_until`` call, hands lmms-eval's throughput log (``log_metrics``) the visual-token
 figures; lmms-eval writes them to the results file under ``"throughput"`` with an ``avg_``
-prefix: ``avg_visual_token_ratio`` (kept ÷ uncompressed visual tokens over every image),
-``avg_visual_token_ratio/<task>``, ``avg_visual_tokens_per_image``,
-``avg_visual_tokens_uncompressed_per_image``. In a data-parallel run the figures are summed over
-all ranks first. (lmms-eval averages them over ``generate_until`` calls; it makes one call per
-run, several only when its response cache answers some requests — those carry no counts.)
+prefix: ``avg_visual_token_ratio`` (kept ÷ uncompressed visual tokens over every image and
+video), ``avg_visual_token_ratio/<task>``, ``avg_visual_tokens_per_image``,
+``avg_visual_tokens_uncompressed_per_image`` (over the images, when there were images) and
+``avg_visual_tokens_per_video``, ``avg_visual_tokens_uncompressed_per_video`` (over the
+videos, when there were videos). In a
+data-parallel run the figures are summed over all ranks first. (lmms-eval averages them over
+``generate_until`` calls; it makes one call per run, several only when its response cache
+answers some requests — those carry no counts.)
 """
 
 from __future__ import annotations
@@ -39,63 +48,78 @@ class VisualTokenCounts(TokenCounts):
         return {**super().to_dict(), **self.visual}
 
 
-def sample_record(images: list[dict[str, Any]], compression: dict[str, Any]) -> dict[str, Any]:
-    """The visual-token part of one sample's log entry (``images``: one ``info()`` per image)."""
-    return {
-        "visual_tokens": sum(int(i["tokens"]) for i in images),
-        "visual_tokens_uncompressed": sum(int(i["tokens_uncompressed"]) for i in images),
+def sample_record(images: list[dict[str, Any]], compression: dict[str, Any],
+                  videos: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The visual-token part of one sample's log entry (``images`` / ``videos``: one ``info()``
+    per image / video)."""
+    visuals = images + (videos or [])
+    out = {
+        "visual_tokens": sum(int(i["tokens"]) for i in visuals),
+        "visual_tokens_uncompressed": sum(int(i["tokens_uncompressed"]) for i in visuals),
         "images": images,
-        "compression": compression,
     }
+    if videos:
+        out["videos"] = videos
+    out["compression"] = compression
+    return out
 
 
 class VisualTokenTally:
-    """Visual tokens kept / uncompressed per task over one ``generate_until`` call."""
+    """Visual tokens kept / uncompressed per task and kind (image, video) over one
+    ``generate_until`` call."""
+
+    KINDS = ("image", "video")
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
-        self.kept: dict[str, int] = defaultdict(int)
-        self.full: dict[str, int] = defaultdict(int)
-        self.images: dict[str, int] = defaultdict(int)
+        # (task, kind) -> [kept, uncompressed, count]
+        self.counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         self.generated = 0
 
     def add(self, task: str, record: dict[str, Any], output_tokens: int) -> None:
-        self.kept[task] += record["visual_tokens"]
-        self.full[task] += record["visual_tokens_uncompressed"]
-        self.images[task] += len(record["images"])
+        for kind, key in zip(self.KINDS, ("images", "videos")):
+            for info in record.get(key, ()):
+                c = self.counts[task, kind]
+                c[0] += int(info["tokens"])
+                c[1] += int(info["tokens_uncompressed"])
+                c[2] += 1
         self.generated += output_tokens
 
-    def _merged(self) -> tuple[dict, dict, dict, int]:
+    def _merged(self) -> tuple[dict[tuple[str, str], list[int]], int]:
         """The counts summed over the ranks of a data-parallel run."""
         import torch.distributed as dist
 
-        mine = (dict(self.kept), dict(self.full), dict(self.images), self.generated)
+        mine = ({k: list(v) for k, v in self.counts.items()}, self.generated)
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return mine
         parts: list = [None] * dist.get_world_size()
         dist.all_gather_object(parts, mine)
-        kept, full, images = defaultdict(int), defaultdict(int), defaultdict(int)
-        for k, f, n, _ in parts:
-            for task in n:
-                kept[task] += k[task]
-                full[task] += f[task]
-                images[task] += n[task]
-        return dict(kept), dict(full), dict(images), sum(p[3] for p in parts)
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for part, _ in parts:
+            for key, c in part.items():
+                counts[key] = [a + b for a, b in zip(counts[key], c)]
+        return dict(counts), sum(p[1] for p in parts)
 
     def metrics(self) -> dict[str, float]:
-        """The visual-token figures (empty when no image was seen)."""
-        kept, full, images, _ = self._merged()
-        n = sum(images.values())
+        """The visual-token figures (empty when no image or video was seen)."""
+        counts, _ = self._merged()
+
+        def total(select) -> list[int]:
+            rows = [c for key, c in counts.items() if select(*key)]
+            return [sum(c[i] for c in rows) for i in range(3)]
+
+        kept, full, n = total(lambda task, kind: True)
         if n == 0:
             return {}
-        out = {
-            "visual_token_ratio": sum(kept.values()) / max(1, sum(full.values())),
-            "visual_tokens_per_image": sum(kept.values()) / n,
-            "visual_tokens_uncompressed_per_image": sum(full.values()) / n,
-        }
-        for task in sorted(images):
-            if images[task]:
-                out[f"visual_token_ratio/{task}"] = kept[task] / max(1, full[task])
+        out = {"visual_token_ratio": kept / max(1, full)}
+        for kind in self.KINDS:
+            k, f, m = total(lambda task, kd, kind=kind: kd == kind)
+            if m:
+                out[f"visual_tokens_per_{kind}"] = k / max(1, m)
+                out[f"visual_tokens_uncompressed_per_{kind}"] = f / max(1, m)
+        for task in sorted({task for task, _ in counts}):
+            k, f, _ = total(lambda t, kind, task=task: t == task)
+            out[f"visual_token_ratio/{task}"] = k / max(1, f)
         return out
 
     def log(self) -> dict[str, float]:

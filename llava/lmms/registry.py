@@ -18,3 +18,11 @@ MODELS: dict[str, str] = {
     "qwen2_vl_gc2": "llava.lmms.hf.Qwen2VLGC2",
     "qwen2_5_vl_gc2": "llava.lmms.hf.Qwen2_5_VLGC2",
 }
+#: The models that take video files (lmms-eval passes a video as its path).
+VIDEO_MODELS: tuple[str, ...] = ("llava_onevision_gc2", "qwen2_vl_gc2", "qwen2_5_vl_gc2")
+
+
+def model_name(cls: type) -> str:
+    """The lmms-eval name ``cls`` is registered under (its class name if none)."""
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    return next((name for name, p in MODELS.items() if p == path), cls.__name__)

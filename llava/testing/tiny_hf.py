@@ -213,21 +213,41 @@ def llava_prompt(question: str, images: int = 1, videos: int = 0) -> str:
     return f"<|im_start|>user\n{vision}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
+def _chat_template(image: str, video: str) -> str:
+    """A ChatML Jinja template: a string content as it is; a list's images and videos as
+    ``image`` / ``video`` placeholders in their order, texts as they are."""
+    return (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}" + image
+        + "{% elif c['type'] == 'video' %}" + video + "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+#: Chat templates for the tiny checkpoints (real checkpoints ship their own), by family.
+QWEN_CHAT_TEMPLATE = _chat_template("<|vision_start|><|image_pad|><|vision_end|>",
+                                    "<|vision_start|><|video_pad|><|vision_end|>")
+LLAVA_CHAT_TEMPLATE = _chat_template("<image>\n", "<video>\n")
+
 #: The stock processor and video processor class names of each tiny family.
 _STOCK = {"LlavaOnevisionForConditionalGeneration": ("LlavaOnevisionProcessor", "LlavaOnevisionVideoProcessor"),
           "Qwen2VLForConditionalGeneration": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
           "Qwen2_5_VLForConditionalGeneration": ("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor")}
 
 
-def save_checkpoint(model, processor, out_dir: str) -> str:
+def save_checkpoint(model, processor, out_dir: str, chat_template: str | None = None) -> str:
     """Write a tiny model and its processor as a checkpoint folder laid out as transformers
     saves the stock classes: weights, tokenizer and a ``processor_config.json`` naming the stock
     processor class with its settings and its image and video processors (so, with torchvision,
-    ``AutoProcessor`` builds the stock video processor from it)."""
+    ``AutoProcessor`` builds the stock video processor from it); ``chat_template`` (e.g.
+    :data:`QWEN_CHAT_TEMPLATE`) is saved as ``chat_template.jinja``."""
     import json
     import os
 
     model.save_pretrained(out_dir)
+    if chat_template is not None:
+        with open(os.path.join(out_dir, "chat_template.jinja"), "w") as f:
+            f.write(chat_template)
     processor.tokenizer.save_pretrained(out_dir)
     proc_class, video_class = _STOCK[type(model).__name__]
     config = {"processor_class": proc_class, "image_processor": processor.image_processor.to_dict()}
