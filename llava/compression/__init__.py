@@ -23,14 +23,11 @@ from .layout import VideoLayout
 from .methods import (
     BUDGETS,
     COMPRESSORS,
-    CompressedImage,
     Compressor,
     FasterVLM,
     GlobalCom2,
     NoCompression,
     NonFiniteScoresError,
-    ScoreRequest,
-    Selection,
     TopKCompressor,
     UniformRandom,
     build_compressor,
@@ -39,6 +36,7 @@ from .methods import (
 )
 from .peers import HiRED, PruMerge, PruMergePlus, VisionStagePeer, VisionZip
 from .pipeline import Pipeline, compose
+from .records import CompressedImage, LLMRecord, ScoreRequest, Selection
 from .scoring import (
     CLS_KINDS,
     SCORE_KINDS,
@@ -52,7 +50,7 @@ from .video_methods import EVS, VidCom2  # registers the video-only methods
 
 __all__ = [
     "AnyResLayout", "BUDGETS", "CLS_KINDS", "COMPRESSORS", "CompressedImage", "Compressor", "EVS", "FasterVLM",
-    "FastV", "GlobalCom2", "HiRED", "InLLMCompressor", "LLMStage", "NoCompression", "NonFiniteScoresError",
+    "FastV", "GlobalCom2", "HiRED", "InLLMCompressor", "LLMRecord", "LLMStage", "NoCompression", "NonFiniteScoresError",
     "PDrop", "PackPlan", "Pipeline", "PruMerge", "PruMergePlus", "SCORE_KINDS", "ScoreRequest", "Selection",
     "SparseVLM", "TopKCompressor", "TowerScores", "UniformRandom", "VidCom2", "VideoLayout", "VisionStagePeer",
     "VisionZip", "build_compressor", "cls_attention_scores", "compose", "gather_tokens", "llm_stage",

@@ -37,7 +37,8 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from . import functional as Fn
-from .methods import Compressor, NoCompression, Selection, _check_ratio, register_compressor
+from .methods import Compressor, NoCompression, _check_ratio, register_compressor
+from .records import Selection
 
 
 class LLMStage(NamedTuple):

@@ -32,12 +32,11 @@ from .functional import NEWLINE_POLICIES, AnyResLayout
 from .methods import (
     BUDGETS,
     Compressor,
-    ScoreRequest,
-    Selection,
     _check_choice,
     _check_ratio,
     register_compressor,
 )
+from .records import ScoreRequest, Selection
 from .scoring import TowerScores
 
 

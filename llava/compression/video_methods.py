@@ -16,12 +16,12 @@ from .layout import VideoLayout
 from .methods import (
     Compressor,
     NoCompression,
-    Selection,
     TopKCompressor,
     _check_ratio,
     _video_selection,
     register_compressor,
 )
+from .records import Selection
 
 
 class _ImagesWhole:

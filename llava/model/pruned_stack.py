@@ -37,7 +37,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from llava.compression import CompressedImage
 from llava.compression.in_llm import InLLMCompressor, LLMStage, TokenState, compact
-from llava.compression.methods import LLMRecord
+from llava.compression.records import LLMRecord
 
 
 @dataclass
@@ -47,7 +47,7 @@ class LLMPruning:
     ``image_ids`` ``[B, L0]``: for every token of the prompt, the index of its image in
     ``records`` (−1 for text); ``L0`` is the prompt's width — tokens after it (a cache-free
     decoding loop appends the generated ones) are text that no query selection looks at.
-    After each prefill the records get an :class:`~llava.compression.methods.LLMRecord`."""
+    After each prefill the records get an :class:`~llava.compression.records.LLMRecord`."""
 
     method: InLLMCompressor
     image_ids: torch.Tensor
