@@ -115,6 +115,10 @@ def test_a_saved_checkpoint_loads_and_runs_without_torchvision(hf_qwen2_5_vl, qw
     assert report["compression"]["name"] == "globalcom2" and report["new_tokens"] <= 3
     with pytest.raises(SystemExit, match="error: cannot read video"):
         run_video.main(["--model-path", path, "--video-file", str(tmp_path / "stats.json"), "--query", "?"])
+    assert report["compression"]["score"] == "neg_cos"  # what runs on Qwen's CLS-free tower
+    if not torch.cuda.is_available():  # never a silent fall-back to the CPU
+        with pytest.raises(SystemExit, match="CUDA is not available"):
+            run_video.main(["--model-path", path, "--video-file", clip_file, "--query", "?", "--device", "cuda"])
 
 
 def test_visualiser_draws_the_frame_strip(qwen_ckpt, clip_file, tmp_path):

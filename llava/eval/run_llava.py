@@ -150,19 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--conv-mode", default=None, choices=sorted(conv_templates),
                     help="conversation template (default: from the model name, as the original run_llava)")
     ap.add_argument("--sep", default=",")
-    ap.add_argument("--temperature", type=float, default=0.2)
+    add_generation_args(ap, temperature=0.2, max_new_tokens=512, stats="token counts, crop budgets and stage timings")
+    ap.add_argument("--attn-implementation", default=None, choices=["sdpa", "flash_attention_2", "eager"])
+    add_compression_args(ap)
+    return ap
+
+
+def add_generation_args(ap: argparse.ArgumentParser, *, temperature: float, max_new_tokens: int, stats: str) -> None:
+    """The sampling, device, dtype and ``--stats`` flags of the one-shot CLIs (run_llava,
+    run_video); ``stats`` says what ``--stats`` prints."""
+    ap.add_argument("--temperature", type=float, default=temperature)
     ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
     ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=512)
+    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cuda (every visible GPU, device_map=auto), cuda:N, cpu or mps; a missing device is an error")
     ap.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                     help="weights dtype (default float16 on CUDA, float32 elsewhere; use bf16 for a 7B on CPU)")
-    ap.add_argument("--attn-implementation", default=None, choices=["sdpa", "flash_attention_2", "eager"])
-    ap.add_argument("--stats", action="store_true", help="print token counts, crop budgets and stage timings")
+    ap.add_argument("--stats", action="store_true", help=f"print {stats}")
     ap.add_argument("--stats-json", default=None, help="also write the stats to this JSON file")
-    add_compression_args(ap)
-    return ap
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,8 @@ import time
 import torch
 
 from llava.compression.cli import add_compression_args, compressor_from_args
-from llava.model.builder import DTYPES
+from llava.eval.run_llava import add_generation_args
+from llava.model.builder import DTYPES, check_device
 from llava.utils import input_device
 
 
@@ -26,6 +27,7 @@ def load_model(model_path: str, device: str, dtype: str | None):
     """transformers' own class for the checkpoint (``AutoModelForImageTextToText``), on ``device``."""
     from transformers import AutoModelForImageTextToText
 
+    check_device(device)  # a device that is not here is an error, never a silent fall-back to CPU
     torch_dtype = DTYPES[dtype] if dtype is not None else (torch.float16 if device.startswith("cuda") else torch.float32)
     device_map = "auto" if device == "cuda" else device
     model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype, device_map=device_map)
@@ -128,16 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--query", required=True)
     ap.add_argument("--num-frames", type=int, default=8,
                     help="frames sampled uniformly (default 8; Qwen rounds to a multiple of its temporal patch, 2)")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=128)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="cuda (every visible GPU, device_map=auto), cuda:N, cpu or mps")
-    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                    help="weights dtype (default float16 on CUDA, float32 elsewhere)")
-    ap.add_argument("--stats", action="store_true", help="print token counts, per-frame budgets and stage timings")
-    ap.add_argument("--stats-json", default=None, help="also write the stats to this JSON file")
+    add_generation_args(ap, temperature=0.0, max_new_tokens=128, stats="token counts, per-frame budgets and stage timings")
     add_compression_args(ap)
     return ap
 

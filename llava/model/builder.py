@@ -62,7 +62,8 @@ def _check_config_dtype(raw: dict, config_file: str) -> None:
             )
 
 
-def _check_device(device: str) -> torch.device:
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device; a device this machine does not have is a ValueError."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -208,7 +209,7 @@ def load_pretrained_model(
     if not os.path.isfile(os.path.join(model_path, "config.json")):
         raise FileNotFoundError(f"{os.path.join(model_path, 'config.json')} is missing")
     dtype = parse_dtype(dtype)
-    dev = _check_device(device)
+    dev = check_device(device)
     raw = _read_config(model_path)
     compressor = as_compressor(compressor)
 
