@@ -73,6 +73,11 @@ def test_unknown_or_misplaced_arguments_raise_before_loading(tiny_ckpt):
         LlavaGC2(pretrained=tiny_ckpt, batch_size="auto")
     with pytest.raises(ValueError, match="dtype must be auto or one of float16"):
         LlavaGC2(pretrained=tiny_ckpt, dtype="float8")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        LlavaGC2(pretrained=tiny_ckpt, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            LlavaGC2(pretrained=tiny_ckpt, device="cuda:0")
 
 
 def test_answers_and_records_match_the_tree(gc2, tiny):

@@ -71,7 +71,9 @@ class CompressingLMM(lmms):
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
         else:
-            self._device = torch.device(device or ("cuda" if cuda else "cpu"))
+            from llava.model.builder import check_device
+
+            self._device = check_device(device) if device else torch.device("cuda" if cuda else "cpu")
         self._warned: set[str] = set()
 
     def resolve_dtype(self, dtype: str | None, pretrained: str) -> str:
