@@ -18,6 +18,8 @@ import time
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from llava.analysis.efficiency.formulas import profile_runs
+from llava.analysis.efficiency.tables import runs_text
 from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.conversation import build_chat_prompt, conv_templates, default_conv_mode
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
@@ -101,11 +103,16 @@ def eval_model(args) -> str:
             },
             "new_tokens": n_new,
         }
-        print(format_stats(report), file=sys.stderr)
-        if args.stats_json:
-            with open(args.stats_json, "w") as f:
-                json.dump(report, f, indent=2)
+        emit_stats(report, format_stats(report), args.stats_json)
     return text
+
+
+def emit_stats(report: dict, text: str, json_path: str | None) -> None:
+    """``--stats``: ``text`` to stderr and, with ``--stats-json``, ``report`` to that file."""
+    print(text, file=sys.stderr)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 def format_stats(report: dict) -> str:
@@ -121,17 +128,11 @@ def format_stats(report: dict) -> str:
         lines.append("  crop tokens kept: " + ", ".join(str(k) for k in info["crop_kept"]))
         if "llm" in info:
             llm = info["llm"]
-            runs, prev, n = [], None, 0
-            for t in llm["tokens_per_layer"] + [None]:
-                if t != prev and prev is not None:
-                    runs.append(f"{prev}x{n}")
-                    n = 0
-                prev, n = t, n + 1
             lines.append(f"  in-LLM stage ({llm['method']}, drops before layers {llm['drop_layers']}): "
-                         f"visual tokens per layer {' > '.join(runs)}")
+                         f"visual tokens per layer {runs_text(profile_runs(llm['tokens_per_layer']))}")
     if "prefill" in report:
         p = report["prefill"]
-        layers = " > ".join(f"{t}x{n}" for t, n in p["runs"])
+        layers = runs_text(p["runs"])
         lines.append(f"prefill sequence tokens per layer: {layers} (uncompressed {p['tokens']['uncompressed']})")
         tf = p["tflops"]
         lines.append(f"prefill TFLOPs: uncompressed {tf['uncompressed']:.3g}, after the vision stage "

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import torch
 
 from llava.compression.cli import add_compression_args, compressor_from_args
-from llava.eval.run_llava import add_generation_args
+from llava.eval.run_llava import add_generation_args, emit_stats
 from llava.model.builder import DTYPES, check_device
 from llava.utils import input_device
 
@@ -97,10 +96,7 @@ def eval_model(args) -> str:
                            "vision_and_compression": 1e3 * t_prepare, "generate": 1e3 * t_gen},
             "new_tokens": int(new.shape[1]),
         }
-        print(format_stats(report), file=sys.stderr)
-        if args.stats_json:
-            with open(args.stats_json, "w") as f:
-                json.dump(report, f, indent=2)
+        emit_stats(report, format_stats(report), args.stats_json)
     return text
 
 

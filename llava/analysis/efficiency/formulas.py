@@ -71,6 +71,12 @@ def layer_runs(geom: LLMGeometry, tokens_per_layer: TokenProfile) -> list[tuple[
         raise ValueError(
             f"token profile has {len(counts)} entries, {geom.name} has {geom.num_hidden_layers} layers"
         )
+    return profile_runs(counts)
+
+
+def profile_runs(tokens_per_layer: TokenProfile) -> list[tuple[int | float, int]]:
+    """A per-layer token profile as ``(tokens, n_layers)`` runs of equal consecutive counts."""
+    counts = list(tokens_per_layer)
     runs: list[list] = []
     for layer, T in enumerate(counts):
         if not T >= 0:

@@ -184,7 +184,12 @@ def in_llm_table(
 
 def profile_text(geom: LLMGeometry, profile: Sequence[int]) -> str:
     """``2880x2 > 288x30``: a per-layer token profile as runs of equal counts."""
-    return " > ".join(f"{t}x{n}" for t, n in layer_runs(geom, profile))
+    return runs_text(layer_runs(geom, profile))
+
+
+def runs_text(runs: Sequence[tuple[int | float, int]]) -> str:
+    """``(tokens, n_layers)`` runs as ``2880x2 > 288x30``."""
+    return " > ".join(f"{t}x{n}" for t, n in runs)
 
 
 def render_aaai_table(rows: Sequence[Mapping[str, Any]]) -> str:
