@@ -22,7 +22,8 @@ _PROCESSOR_CLASSES = {"llava_next": "LlavaNextProcessor", "llava_onevision": "Ll
 _VIDEO_CLASSES = ("LlavaOnevisionProcessor", "Qwen2VLProcessor", "Qwen2_5_VLProcessor")
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
+    """A checkpoint's JSON file; unreadable or malformed is a ValueError naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -46,11 +47,11 @@ def _processor_class_name(path: str) -> tuple[str | None, dict]:
     type) and the settings of the file that named it."""
     for file in ("processor_config.json", "preprocessor_config.json"):
         if os.path.isfile(os.path.join(path, file)):
-            settings = _read_json(os.path.join(path, file))
+            settings = read_json(os.path.join(path, file))
             if settings.get("processor_class"):
                 return settings["processor_class"], settings
     if os.path.isfile(os.path.join(path, "config.json")):
-        return _PROCESSOR_CLASSES.get(_read_json(os.path.join(path, "config.json")).get("model_type")), {}
+        return _PROCESSOR_CLASSES.get(read_json(os.path.join(path, "config.json")).get("model_type")), {}
     return None, {}
 
 

@@ -42,6 +42,8 @@ from transformers.video_utils import (
     make_batched_videos,
 )
 
+from .processors import read_json
+
 FAMILIES = ("onevision", "qwen2_vl")
 _BICUBIC = 3  # PIL.Image.BICUBIC, the resample of both families' video processors
 
@@ -173,17 +175,17 @@ class VideoProcessor:
         found = None
         proc_file = os.path.join(path, "processor_config.json")
         if os.path.isfile(proc_file):
-            found = _read_json(proc_file).get("video_processor")
+            found = read_json(proc_file).get("video_processor")
         for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
             if found is None and os.path.isfile(os.path.join(path, name)):
-                found = _read_json(os.path.join(path, name))
+                found = read_json(os.path.join(path, name))
         if found is None:
             raise FileNotFoundError(f"{path!r} holds no video processor settings (processor_config.json, "
                                     "video_preprocessor_config.json or preprocessor_config.json)")
         if family is None:
             kind = found.get("video_processor_type") or found.get("image_processor_type") or found.get("processor_class")
             if kind is None and os.path.isfile(os.path.join(path, "config.json")):
-                kind = _read_json(os.path.join(path, "config.json")).get("model_type")
+                kind = read_json(os.path.join(path, "config.json")).get("model_type")
             family = family_of(str(kind))
         known = set(DEFAULTS[family]) | {"min_pixels", "max_pixels"}
         return cls(family, **{k: v for k, v in found.items() if k in known})
@@ -332,14 +334,6 @@ def _as_frames(video: Any) -> np.ndarray:
     if video.dtype != np.uint8:
         raise ValueError(f"video frames must be uint8 RGB (0–255), got dtype {video.dtype}")
     return video
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
 
 
 def with_video_processor(processor: Any, video_processor: VideoProcessor | None = None,
