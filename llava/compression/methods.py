@@ -23,7 +23,7 @@ from . import functional as Fn
 from . import video as Vd
 from .functional import AnyResLayout
 from .layout import VideoLayout
-from .records import CompressedImage, ScoreRequest, Selection
+from .records import CompressedImage, ScoreRequest, Selection, video_selection
 from .scoring import SCORE_KINDS, TowerScores
 
 CROP_ORDERS = ("forward", "reverse")
@@ -183,7 +183,7 @@ class NoCompression(Compressor):
         return Selection(thumb, crops)
 
     def select_video(self, layout, scores, frames):
-        return _video_selection(Vd.keep_all_frames(layout, frames.device))
+        return video_selection(Vd.keep_all_frames(layout, frames.device))
 
 
 BUDGETS = ("adaptive", "exact")
@@ -278,7 +278,7 @@ class TopKCompressor(Compressor):
         ``⌊R·F·N⌋`` in all, reconciled by the scores across frames)."""
         s = self.token_scores(scores, frames)  # [F, N]
         keep = Fn.topk_mask(s, Fn.floor_count(layout.tokens_per_frame, self.retention_ratio))
-        return _video_selection(self._exact_video(keep, s, layout))
+        return video_selection(self._exact_video(keep, s, layout))
 
     def _exact_video(self, keep: torch.Tensor, ranking: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
         if self.budget != "exact":
@@ -395,12 +395,7 @@ class GlobalCom2(TopKCompressor):
         k = Fn.budget_counts(r, n)
         ranking = Fn.combine_scores(g, local, torch.ones_like(g, dtype=torch.bool), self.alpha)
         keep = Fn.topk_mask(ranking, k, math.ceil(layout.tokens_per_frame * self.max_budget()))
-        return _video_selection(self._exact_video(keep, ranking, layout), r)
-
-
-def _video_selection(keep: torch.Tensor, budgets: torch.Tensor | None = None) -> Selection:
-    """A video's :class:`Selection`: frame masks ``[F, N]``, no thumbnail."""
-    return Selection(keep.new_zeros(0), keep, budgets=budgets)
+        return video_selection(self._exact_video(keep, ranking, layout), r)
 
 
 COMPRESSORS: dict[str, type[Compressor]] = {

@@ -128,4 +128,9 @@ class CompressedImage:
         return out
 
 
-__all__ = ["CompressedImage", "LLMRecord", "ScoreRequest", "Selection"]
+def video_selection(keep: torch.Tensor, budgets: torch.Tensor | None = None) -> Selection:
+    """A video's :class:`Selection`: frame masks ``[F, N]``, no thumbnail."""
+    return Selection(keep.new_zeros(0), keep, budgets=budgets)
+
+
+__all__ = ["CompressedImage", "LLMRecord", "ScoreRequest", "Selection", "video_selection"]

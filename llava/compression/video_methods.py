@@ -18,10 +18,9 @@ from .methods import (
     NoCompression,
     TopKCompressor,
     _check_ratio,
-    _video_selection,
     register_compressor,
 )
-from .records import Selection
+from .records import Selection, video_selection
 
 
 class _ImagesWhole:
@@ -73,7 +72,7 @@ class VidCom2(_ImagesWhole, TopKCompressor):
         k = Vd.vidcom2_counts(r, layout.tokens_per_frame)
         ranking = -(video_sim + frame_sim)  # the least similar first
         keep = Fn.topk_mask(ranking, k, math.ceil(layout.tokens_per_frame * min(1.0, 2 * self.retention_ratio)))
-        return _video_selection(self._exact_video(keep, ranking, layout), r)
+        return video_selection(self._exact_video(keep, ranking, layout), r)
 
 
 @register_compressor
@@ -98,7 +97,7 @@ class EVS(_ImagesWhole, Compressor):
 
     def select_video(self, layout, scores, frames) -> Selection:
         change = Vd.evs_dissimilarity(frames)  # [F, N]
-        return _video_selection(Vd.keep_top_total(change, Vd.evs_token_count(layout, self.retention_ratio)))
+        return video_selection(Vd.keep_top_total(change, Vd.evs_token_count(layout, self.retention_ratio)))
 
 
 __all__ = ["EVS", "VidCom2"]

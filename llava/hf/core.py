@@ -34,6 +34,7 @@ from llava.compression import functional as Fn
 from llava.compression import video as Vd
 from llava.compression.cli import compression_config
 from llava.compression.in_llm import llm_stage
+from llava.compression.records import video_selection
 from llava.compression.scoring import CLS_KINDS, wants_tower_scores
 from llava.model import pruned_stack
 
@@ -199,7 +200,7 @@ def geometry_record(layout: AnyResLayout | VideoLayout, device: torch.device | s
     if isinstance(layout, VideoLayout):
         keep = Vd.keep_all_frames(layout, device)
         plan = Vd.pack_video(layout, keep)
-        return CompressedImage(None, plan.index, Selection(keep.new_zeros(0), keep), layout, plan.kept)
+        return CompressedImage(None, plan.index, video_selection(keep), layout, plan.kept)
     thumb, crops = Fn.keep_all(layout, device)
     plan = Fn.pack_plan(layout, thumb, crops)
     return CompressedImage(None, plan.index, Selection(thumb, crops), layout, plan.kept)

@@ -22,6 +22,7 @@ from llava.compression.scoring import (
     cls_attention_scores,
     layer_received_attention,
     neg_cos_scores,
+    request_layers,
     tower_scores,
     wants_tower_scores,
 )
@@ -139,9 +140,7 @@ class LlavaNextAdapter(Adapter):
         with onloaded(tower):  # the scorers read layer weights outside the layers' forward
             if wants_tower_scores(request):
                 return feats, tower_scores(layers, hidden.__getitem__, request)
-            index = request.layer + len(layers) if request.layer < 0 else request.layer
-            if not 0 <= index < len(layers):
-                raise ValueError(f"score_layer {request.layer} out of range for a {len(layers)}-layer vision tower")
+            index = request_layers(request, len(layers))[0]
             if request.kind == "attn_received":
                 return feats, layer_received_attention(layers[index], hidden[index])[:, prefix:]
             return feats, cls_attention_scores(layers[index], hidden[index], request.kind)

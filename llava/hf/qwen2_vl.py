@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from llava.compression import AnyResLayout, CompressedImage, Compressor, ScoreRequest, VideoLayout
-from llava.compression.scoring import neg_cos_scores, received_attention
+from llava.compression.scoring import neg_cos_scores, received_attention, request_layers
 from llava.utils import execution_device, onloaded
 
 from .core import Adapter, Spliced, register, text_positions
@@ -117,9 +117,7 @@ class Qwen2VLAdapter(Adapter):
         blocks = visual.blocks
         hook = None
         if request is not None and request.kind == "attn_received":
-            index = request.layer + len(blocks) if request.layer < 0 else request.layer
-            if not 0 <= index < len(blocks):
-                raise ValueError(f"score_layer {request.layer} out of range for a {len(blocks)}-block vision tower")
+            index = request_layers(request, len(blocks))[0]
             hook = _capture_received(blocks[index], captured)
         with hook if hook is not None else _nothing():
             dtype = next(visual.parameters()).dtype

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from llava.compression.in_llm import llm_stage
 
 from .llava_arch import _UNSET, LlavaMetaForCausalLM, attach_multimodal
-from .pruned_stack import LLMPruning, is_pruned, pruned_forward
+from .pruned_stack import LLMPruning, is_pruned, pop_cache, pruned_forward
 
 
 def _cache_arg(cls) -> str:
@@ -57,12 +57,6 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
 
     # ------------------------------------------------------------------ forward
 
-    def _split_cache(self, kwargs: dict):
-        """Pop the KV cache from ``kwargs`` under either name."""
-        cache = kwargs.pop("cache", None)
-        old = kwargs.pop("past_key_values", None)
-        return cache if cache is not None else old
-
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
                 use_cache=None, images=None, image_sizes=None, compressor=_UNSET, image_records=None,
                 llm_pruning: LLMPruning | None = None, **kwargs):
@@ -73,7 +67,7 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
         With an in-LLM compressor (FastV, SparseVLM, PDrop, or a pipeline ending in one) the
         decoder stack runs through :func:`pruned_forward`; ``llm_pruning`` passes an explicit
         plan for a prompt given as ``inputs_embeds`` (``generate`` does this)."""
-        cache = self._split_cache(kwargs)
+        cache = pop_cache(kwargs)
         if inputs_embeds is None and images is not None:
             compressor, _ = self._resolve(compressor, None)
             (input_ids, position_ids, attention_mask, cache, inputs_embeds, labels, spliced) = (
@@ -99,8 +93,7 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
         out = pruned_forward(self.model, plan, input_ids=input_ids, attention_mask=attention_mask,
                              position_ids=position_ids, inputs_embeds=inputs_embeds, cache=cache, use_cache=use_cache,
                              **kwargs)
-        hidden = out.last_hidden_state
-        hidden = hidden[:, -keep:] if isinstance(keep, int) and keep > 0 else hidden if isinstance(keep, int) else hidden[:, keep]
+        hidden = out.last_hidden_state[:, slice(-keep, None) if isinstance(keep, int) else keep]  # keep=0: all
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:

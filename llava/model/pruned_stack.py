@@ -85,6 +85,14 @@ class _PrunedCache:
 _PRUNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def pop_cache(kwargs: dict) -> Cache | None:
+    """Pop the KV cache from ``kwargs`` under either name (``cache``, or the older
+    ``past_key_values``)."""
+    cache = kwargs.pop("cache", None)
+    old = kwargs.pop("past_key_values", None)
+    return cache if cache is not None else old
+
+
 def is_pruned(cache: Cache | None) -> bool:
     """Whether ``cache`` was filled by a pruned prefill (later steps must use the runner)."""
     return cache is not None and cache in _PRUNED
@@ -286,11 +294,9 @@ def _decode(base, state: _PrunedCache, h, mask2d, cos, sin, cache, use_cache, kw
     for start, cols in state.groups:
         kept = prompt.gather(1, cols.clamp_min(0)) & (cols >= 0)
         masks.append((start, _causal_mask(base, h, torch.cat([kept, extra], dim=1), cache, start)))
-    g = 0
+    starts = [start for start, _ in masks]
     for i, layer in enumerate(base.layers):
-        while g + 1 < len(masks) and masks[g + 1][0] <= i:
-            g += 1
-        h = _call_layer(layer, h, masks[g][1], cos, sin, cache, use_cache, kwargs)
+        h = _call_layer(layer, h, masks[_group_of(starts, i)][1], cos, sin, cache, use_cache, kwargs)
     return h
 
 
@@ -345,9 +351,7 @@ def llm_pruning(base: nn.Module, plan: LLMPruning) -> Iterator[None]:
     def forward(*args, **kwargs):
         if args:
             raise TypeError("in-LLM pruning: call the decoder stack with keyword arguments")
-        cache = kwargs.pop("cache", None)
-        cache = kwargs.pop("past_key_values", None) if cache is None else cache
-        return pruned_forward(base, plan, cache=cache, **kwargs)
+        return pruned_forward(base, plan, cache=pop_cache(kwargs), **kwargs)
 
     forward.__wrapped__ = original
     base.forward = forward
@@ -357,4 +361,4 @@ def llm_pruning(base: nn.Module, plan: LLMPruning) -> Iterator[None]:
         base.__dict__.pop("forward", None)
 
 
-__all__ = ["LLMPruning", "attention_rows", "image_ids_from_runs", "is_pruned", "llm_pruning", "pruned_forward"]
+__all__ = ["LLMPruning", "attention_rows", "image_ids_from_runs", "is_pruned", "llm_pruning", "pop_cache", "pruned_forward"]
