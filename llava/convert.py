@@ -240,10 +240,7 @@ def _write(path: str, obj: dict) -> None:
 def _stash(src: str, dst: str, fmt: str) -> None:
     """Keep ``src``'s small files in ``dst/conversion_source`` (not a nested stash)."""
     out = os.path.join(dst, STASH)
-    for name in _SMALL_FILES:
-        if os.path.isfile(os.path.join(src, name)):
-            os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
-            shutil.copy2(os.path.join(src, name), os.path.join(out, name))
+    _copy_small_files(src, out)
     _write(os.path.join(out, "conversion.json"), {"format": fmt})
 
 
@@ -256,11 +253,12 @@ def _stashed(src: str, fmt: str) -> str | None:
     return None
 
 
-def _restore(stash: str, dst: str) -> None:
+def _copy_small_files(src: str, dst: str) -> None:
+    """Copy the small files (configs, tokenizer) ``src`` holds into ``dst``."""
     for name in _SMALL_FILES:
-        if os.path.isfile(os.path.join(stash, name)):
+        if os.path.isfile(os.path.join(src, name)):
             os.makedirs(os.path.dirname(os.path.join(dst, name)), exist_ok=True)
-            shutil.copy2(os.path.join(stash, name), os.path.join(dst, name))
+            shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
 
 
 def _swap_pinpoints(pins):
@@ -321,8 +319,8 @@ def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None,
     back = _stashed(src, "hf")
     if back is not None:  # the way back from to-original: restore the llava-hf files verbatim
         rows = _read(os.path.join(back, "config.json"))["text_config"]["vocab_size"]
-        writer = _convert_weights(src, dst, lambda k: _to_hf_name(k), EMBEDDINGS["hf"], rows, max_shard_bytes)
-        _restore(back, dst)
+        writer = _convert_weights(src, dst, _to_hf_name, EMBEDDINGS["hf"], rows, max_shard_bytes)
+        _copy_small_files(back, dst)
         _stash(src, dst, "original")
         return writer
 
@@ -437,7 +435,7 @@ def hf_to_original(src: str, dst: str, max_shard_bytes: int = 2 * 1024**3) -> Sh
     if back is not None:  # the way back from to-hf: restore the original files verbatim
         rows = _read(os.path.join(back, "config.json"))["vocab_size"]
         writer = _convert_weights(src, dst, name_map, EMBEDDINGS["original"], rows, max_shard_bytes)
-        _restore(back, dst)
+        _copy_small_files(back, dst)
         _stash(src, dst, "hf")
         return writer
 

@@ -1,8 +1,9 @@
 """The multimodal half of LLaVA: vision tower → projector → (compression) → splice into the
 text embeddings. Mixed into the Llama/Mistral classes in ``language_model/``.
 
-Read top to bottom: :meth:`LlavaMetaForCausalLM.encode_images` (views → features and, when
-a compressor asks, token scores), :meth:`LlavaMetaForCausalLM.pack_image` (the one point
+Read top to bottom: :meth:`LlavaMetaForCausalLM.encode_views` (views → features and, when
+a compressor asks, token scores; ``encode_images`` is the original tree's projected-features
+API, kept for callers of it), :meth:`LlavaMetaForCausalLM.pack_image` (the one point
 where a compressor acts), :meth:`LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal`
 (the spliced, padded sequence the LLM consumes).
 

@@ -98,7 +98,7 @@ def load_tokenizer(model_path: str):
     cfg = _read_json(os.path.join(model_path, "tokenizer_config.json"))
     special = _read_json(os.path.join(model_path, "special_tokens_map.json"))
     if os.path.isfile(json_file):
-        return _load_tokenizers_json(model_path, json_file, cfg, special)
+        return _load_tokenizers_json(model_path, json_file)
     names = ("unk_token", "bos_token", "eos_token", "pad_token")
     tokens = {n: _token_str(cfg.get(n, special.get(n))) for n in names if cfg.get(n, special.get(n)) is not None}
     tok = SentencePieceLlamaTokenizer(
@@ -114,16 +114,14 @@ def load_tokenizer(model_path: str):
     return tok
 
 
-def _load_tokenizers_json(model_path: str, json_file: str, cfg: dict, special: dict):
+def _load_tokenizers_json(model_path: str, json_file: str):
     """A ``tokenizer.json`` exactly as written: its normaliser/pre-tokenizer are not rebuilt
     from the class defaults (transformers' ``LlamaTokenizer`` would rebuild them)."""
     tok = AutoTokenizer.from_pretrained(model_path, use_fast=True)
-    with open(json_file, encoding="utf-8") as f:
-        on_disk = f.read()
     if tok.backend_tokenizer.to_str() != PreTrainedTokenizerFast(tokenizer_file=json_file).backend_tokenizer.to_str():
         from tokenizers import Tokenizer
 
-        tok._tokenizer = Tokenizer.from_str(on_disk)
+        tok._tokenizer = Tokenizer.from_file(json_file)
     return tok
 
 
