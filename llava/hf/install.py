@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llava.compression import AnyResLayout, CompressedImage, Compressor, NoCompression
 from llava.compression.in_llm import llm_stage
+from llava.model.pruned_stack import image_ids_from_runs
 
 from .core import Adapter, adapter_for, splice
 from .qwen2_vl import Qwen2VLAdapter
@@ -268,9 +269,10 @@ def compressed_rope_index(
         is_tok = (input_ids == token) & mask
         rank = is_tok.reshape(-1).long().cumsum(0).reshape(B, L) - 1  # index among this modality's tokens
         kept = torch.cat([rec.kept for rec in recs]).to(input_ids.device)
-        sizes = torch.tensor([rec.index.shape[0] for rec in recs], device=input_ids.device)
+        counts = [rec.index.shape[0] for rec in recs]
+        sizes = torch.tensor(counts, device=input_ids.device)
         ends = sizes.cumsum(0)
-        run = torch.searchsorted(ends, rank.clamp_min(0), right=True).clamp_max(len(recs) - 1)
+        run = image_ids_from_runs(is_tok, counts).clamp_min(0)  # the record each token belongs to
         run_start = (pos_in_row - (rank - (ends - sizes)[run])).clamp_min(0)
         col = torch.where(is_tok, first.gather(1, run_start) + kept[rank.clamp_min(0)], col)
     out = positions.gather(2, col.expand(3, B, L)).masked_fill(~mask, 0)

@@ -23,7 +23,7 @@ from llava.compression import AnyResLayout, CompressedImage, Compressor, VideoLa
 from llava.compression.scoring import neg_cos_scores
 
 from .core import register
-from .llava_next import LlavaNextAdapter
+from .llava_next import LlavaNextAdapter, _as_list
 
 
 def max_crops(vision_aspect_ratio: str) -> int:
@@ -38,6 +38,18 @@ def shrunk_shape(rows: int, cols: int, side: int, max_num: int) -> tuple[int, in
     if ratio > 1.1:
         return int(rows // ratio), int(cols // ratio)
     return None
+
+
+def anyres_flags(batch_num_images, n: int) -> list[bool]:
+    """Which of the batch's ``n`` images get AnyRes (the host's and the processor's rule):
+    every one, unless ``batch_num_images`` says it is one of several images of its sample."""
+    if batch_num_images is None:
+        return [True] * n
+    counts = [int(c) for c in _as_list(batch_num_images)]
+    flags = [c == 1 for c in counts for _ in range(c)]
+    if len(flags) != n:
+        raise ValueError(f"batch_num_images {counts} covers {len(flags)} images, image_sizes {n}")
+    return flags
 
 
 @register
@@ -58,30 +70,15 @@ class OnevisionAdapter(LlavaNextAdapter):
         if sizes is None:
             raise ValueError(f"{self.family} needs the processor's image_sizes")
         sizes = sizes.tolist() if isinstance(sizes, torch.Tensor) else [list(s) for s in sizes]
-        per_sample = inputs.get("batch_num_images")
-        if per_sample is None:  # the host's default: every image gets AnyRes
-            anyres = [True] * len(sizes)
-        else:
-            counts = per_sample.tolist() if isinstance(per_sample, torch.Tensor) else list(per_sample)
-            anyres = [n == 1 for n in counts for _ in range(n)]
-            if len(anyres) != len(sizes):
-                raise ValueError(f"batch_num_images {counts} covers {len(anyres)} images, image_sizes {len(sizes)}")
+        anyres = anyres_flags(inputs.get("batch_num_images"), len(sizes))
         aspect = self._option(inputs, "vision_aspect_ratio")
         return [self.layout_for_size(s, aspect) if a else AnyResLayout.single_view(self.side) for s, a in zip(sizes, anyres)]
 
     def processed_layout(self, image_inputs: dict[str, Any], index: int, processor: Any) -> AnyResLayout:
-        per_sample = image_inputs.get("batch_num_images")
-        counts = [1] * (index + 1) if per_sample is None else [int(n) for n in per_sample]
-        start = 0
-        for n in counts:  # the processor's rule: images of a multi-image sample get no AnyRes
-            if index < start + n:
-                if n != 1:
-                    return AnyResLayout.single_view(self.side)
-                break
-            start += n
-        size = image_inputs["image_sizes"][index]
-        size = size.tolist() if hasattr(size, "tolist") else list(size)
-        return self.layout_for_size(size, getattr(processor, "vision_aspect_ratio", None))
+        sizes = image_inputs["image_sizes"]
+        if not anyres_flags(image_inputs.get("batch_num_images"), len(sizes))[index]:
+            return AnyResLayout.single_view(self.side)
+        return self.layout_for_size(_as_list(sizes[index]), getattr(processor, "vision_aspect_ratio", None))
 
     def encode_images(self, comp: Compressor, inputs: dict[str, Any]) -> list[CompressedImage]:
         layouts = self.image_layouts(inputs)
