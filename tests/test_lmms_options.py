@@ -101,3 +101,19 @@ def test_booleans_are_not_numbers():
         option_value("alpha", True)
     with pytest.raises(ValueError, match="seed must be an integer, got True"):
         option_value("seed", True)
+
+
+@pytest.mark.parametrize("raw,expected", [("false", False), ("True", True), (False, False), ("0", False), ("on", True)])
+def test_switches_take_true_or_false(raw, expected):
+    """``sparsevlm_recycle=false`` from an lmms-eval argument string is the switch, not a string."""
+    assert option_value("recycle", raw) is expected
+    assert compressor_from_model_args("sparsevlm", {"sparsevlm_recycle": raw}).recycle is expected
+    with pytest.raises(ValueError, match="recycle: expected true or false, got 'maybe'"):
+        option_value("recycle", "maybe")
+
+
+def test_pipelines_are_model_arguments_too():
+    comp = compressor_from_model_args("globalcom2+fastv", {"retention_ratio": "0.1", "fastv_k": "1"})
+    assert comp == build_compressor("globalcom2+fastv", retention_ratio=0.1, k=1)
+    with pytest.raises(ValueError, match="unknown pipeline 'globalcom2\\+foo'"):
+        compressor_from_model_args("globalcom2+foo", {})

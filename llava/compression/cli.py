@@ -155,6 +155,13 @@ def option_value(option: str, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{option} must be a number, got {value!r}") from None
+    if kind is _on_off:
+        if isinstance(value, bool):
+            return value
+        try:
+            return _on_off(str(value).strip())
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{option}: {e}") from None
     return str(value)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from llava.compression import COMPRESSORS, Compressor, build_compressor, option_names
 from llava.compression.cli import option_args, option_value
+from llava.compression.pipeline import is_pipeline_name, split_name
 
 #: model argument → the method option it sets (the flags' names; ``compression_temperature``
 #: is the flags' alias of ``tau``).
@@ -30,8 +31,11 @@ def compressor_from_model_args(compression: str, args: dict[str, Any]) -> Compre
     (``None`` for ``none``). ``args`` holds only compression arguments (see
     :func:`split_model_args`); ``None`` values mean "the method's default"."""
     name = str(compression)
-    if name not in COMPRESSORS:
-        raise ValueError(f"unknown compression method {name!r}; valid: {', '.join(COMPRESSORS)}")
+    if is_pipeline_name(name):
+        split_name(name)  # a known vision method + a known in-LLM method, or a ValueError saying so
+    elif name not in COMPRESSORS:
+        raise ValueError(f"unknown compression method {name!r}; valid: {', '.join(COMPRESSORS)}, "
+                         "or a pipeline VISION+LLM such as globalcom2+fastv")
     given: dict[str, Any] = {}
     for arg, value in args.items():
         if value is None:
