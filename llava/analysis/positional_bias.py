@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from llava.compression import CompressedImage, build_compressor, option_names
-from llava.compression.cli import _FLAGS, _dest, _flag_names, add_compression_args, method_name
+from llava.compression.cli import add_compression_args, flag_name, given_options, method_name
 from llava.compression.in_llm import surviving_selection
 from llava.compression.layout import crop_valid_mask
 from llava.utils import input_device
@@ -152,13 +152,13 @@ def plot(report: dict[str, Any], path: str) -> str:
 def method_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:
     """The shared compression flags, handed to every method that takes them; a flag no method
     takes is an error (``crop_order`` is the study's own)."""
-    given = {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
+    given = given_options(args)
     if "crop_order" in given:
         raise SystemExit("error: --crop-order is set by the study itself (forward and reverse)")
     takers = {m: set(option_names(m)) for m in methods}
     unused = sorted(k for k in given if not any(k in t for t in takers.values()))
     if unused:
-        raise SystemExit(f"error: no method of {', '.join(methods)} takes {', '.join(_flag_names(k)[0] for k in unused)}")
+        raise SystemExit(f"error: no method of {', '.join(methods)} takes {', '.join(flag_name(k) for k in unused)}")
     return {m: {k: v for k, v in given.items() if k in takers[m]} for m in methods}
 
 

@@ -32,7 +32,7 @@ def _on_off(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 _FLAGS = {
-    "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default 0.25)"),
+    "retention_ratio": dict(type=float, help="base retention ratio R in (0, 1] (default: the method's, 0.25; fastv 0.5)"),
     "temperature": dict(type=float, help="softmax temperature τ of the crop / frame budgets (globalcom2: default 10; "
                         "vidcom2: default 0.01). Named --tau because --temperature is the sampling temperature of "
                         "every LLaVA CLI"),
@@ -114,18 +114,27 @@ def _flag_names(option: str) -> tuple[str, ...]:
 
 
 def _dest(option: str) -> str:
-    return {"temperature": "tau", "k": "fastv_k", "layers": "prune_layers", "ratios": "pdrop_ratios",
-            "scale": "sparsevlm_scale", "bias": "sparsevlm_bias", "recycle": "sparsevlm_recycle"}.get(option, option)
+    """The argparse destination of an option's flag (``temperature`` → ``tau``)."""
+    return _flag_names(option)[0][2:].replace("-", "_")
+
+
+def flag_name(option: str) -> str:
+    """How an option is spelled on the command line (``temperature`` → ``--tau``)."""
+    return _flag_names(option)[0]
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options set on the command line, by option name (``{"temperature": 5.0}``)."""
+    return {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
 
 
 def compressor_from_args(args: argparse.Namespace) -> Compressor | None:
     """Build the compressor the flags describe; flags the method does not take are an error."""
     name = args.compression
-    given = {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
+    given = given_options(args)
     bad = sorted(set(given) - set(option_names(name)))
     if bad:
-        flags = ", ".join(_flag_names(b)[0] for b in bad)
-        raise SystemExit(f"error: --compression {name} does not take {flags}")
+        raise SystemExit(f"error: --compression {name} does not take {', '.join(flag_name(b) for b in bad)}")
     comp = build_compressor(name, **given)
     return None if name == "none" else comp
 

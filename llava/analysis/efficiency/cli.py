@@ -84,7 +84,7 @@ def build_parser(compression: bool = False) -> argparse.ArgumentParser:
             "  python -m llava.analysis.efficiency --model 7b --compression sparsevlm --ratios 1 0.1 --paper\n"
             "  python -m llava.analysis.efficiency --compression globalcom2+fastv --fastv-k 2 --ratios 0.1\n"
             "\nIn-LLM methods: --compression NAME (fastv, sparsevlm, pdrop, or VISION+LLM such as\n"
-            "globalcom2+fastv) with the shared compression flags (see --compression x --help);\n"
+            "globalcom2+fastv) with the shared compression flags (`--compression fastv --help` lists them);\n"
             "their rows sum the costs layer by layer (the first layers see every token).\n"
             f"\nBuilt-in accelerators: {accels}."
         ),
@@ -171,15 +171,15 @@ def _compressors(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
     """``(R, compressor)`` per ``--ratios`` (one row, ``R = None``, for a method without a
     retention ratio) from ``--compression`` and the shared flags."""
     from llava.compression import build_compressor, option_names
-    from llava.compression.cli import _FLAGS, _dest, _flag_names
+    from llava.compression.cli import flag_name, given_options
 
     name = args.compression
-    given = {k: getattr(args, _dest(k)) for k in _FLAGS if getattr(args, _dest(k), None) is not None}
+    given = given_options(args)
     if "retention_ratio" in given:
         parser.error("give the retention ratios with --ratios (one row each), not --retention-ratio")
     bad = sorted(set(given) - set(option_names(name)))
     if bad:
-        parser.error(f"--compression {name} does not take {', '.join(_flag_names(b)[0] for b in bad)}")
+        parser.error(f"--compression {name} does not take {', '.join(flag_name(b) for b in bad)}")
     try:
         if "retention_ratio" not in option_names(name):
             return [(None, build_compressor(name, **given))]
@@ -257,13 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if args.tokens:
             parser.error("--tokens gives uniform counts; in-LLM methods compute their per-layer counts from --ratios")
-        for accel_rows in (
-            efficiency_table(geom, [1.0], base_tokens=base, text_tokens=args.text_tokens, accelerators=accels,
-                             kv_bytes=args.kv_bytes, causal=args.causal, paper=args.paper),
-            in_llm_table(geom, [c for c in comps if c[0] != 1.0], base_tokens=base, text_tokens=args.text_tokens,
-                         accelerators=accels, kv_bytes=args.kv_bytes, causal=args.causal, paper=args.paper),
-        ):
-            rows += accel_rows
+        rows += efficiency_table(geom, [1.0], base_tokens=base, text_tokens=args.text_tokens, accelerators=accels,
+                                 kv_bytes=args.kv_bytes, causal=args.causal, paper=args.paper)
+        try:
+            rows += in_llm_table(geom, [c for c in comps if c[0] != 1.0], base_tokens=base,
+                                 text_tokens=args.text_tokens, accelerators=accels, kv_bytes=args.kv_bytes,
+                                 causal=args.causal, paper=args.paper)
+        except ValueError as e:  # e.g. SparseVLM with an explicit λ: counts depend on the data
+            parser.error(str(e))
     if args.json:
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
