@@ -131,3 +131,12 @@ def test_visualiser_draws_the_frame_strip(qwen_ckpt, clip_file, tmp_path):
               "--out", str(out), "--device", "cpu"])
     # 4 record frames (temporal patches) of 2x2 merged tokens (64x48 px → smart_resize 56x56 → 4x4 patches)
     assert Image.open(out).size == (vis.MARGIN + 4 * (2 * 16 + vis.MARGIN), vis.HEADER + 2 * 16 + 22 + vis.MARGIN)
+
+
+def test_frame_strip_refuses_in_llm_methods(qwen_ckpt, clip_file, tmp_path):
+    """The strip draws what the vision stage keeps; an in-LLM stage would be drawn as 'all kept'."""
+    from llava.analysis import visualize as vis
+
+    with pytest.raises(SystemExit, match="fastv prunes inside the LLM"):
+        vis.main(["--model-path", qwen_ckpt, "--video-file", clip_file, "--compression", "fastv",
+                  "--out", str(tmp_path / "x.png"), "--device", "cpu"])

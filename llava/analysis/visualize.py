@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-labels", action="store_true", help="leave out the per-crop r_j boxes")
     ap.add_argument("--query", default="Describe the image in detail.",
-                    help="the question run through the prefill for in-LLM methods (which rank with it)")
+                    help="images: the question run through the prefill for in-LLM methods (which rank with it)")
     add_compression_args(ap)
     ap.set_defaults(compression="globalcom2")
     return ap
@@ -230,8 +230,13 @@ def main(argv=None) -> str:
 
 
 def draw_video(args, compressor) -> str:
-    """``--video-file``: run the transformers model on the sampled frames, draw the frame strip."""
+    """``--video-file``: run the transformers model on the sampled frames, draw the frame strip
+    (the vision-stage selection; an in-LLM stage, which would need the prefill, is refused)."""
     import llava.hf
+
+    if llm_stage(compressor) is not None:
+        raise SystemExit(f"error: the frame strip draws vision-stage selections; {compressor.name} prunes "
+                         "inside the LLM (draw it on an image, or pick a vision-stage method)")
     from llava.eval.run_video import build_prompt, load_model, read_frames
     from llava.hf.processors import load_processor
 
