@@ -43,6 +43,22 @@ def test_scripts_pass_any_method_and_its_options_through(tmp_path, method, extra
     assert score.startswith("-m llava.eval.eval_textvqa ") and f"m-{method}-r0.1/score_textvqa.json" in score
 
 
+def test_an_empty_ratio_runs_a_method_without_one(tmp_path):
+    """METHOD=pdrop RATIO= : no --retention-ratio reaches the driver or the scorer, and the
+    answers folder is named without a ratio (mmvet.sh passes the score metadata itself)."""
+    stub, log = _stub(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("CHUNKS", "GPULIST", "CUDA_VISIBLE_DEVICES", "TAG", "NPROC")}
+    env.update(PYTHON=str(stub), DATA=str(tmp_path / "data"), CKPT="m", MODEL_PATH="/ckpt/m", METHOD="pdrop",
+               RATIO="", EXTRA_ARGS="--pdrop-ratios 0.5,0.25,0.125")
+    for script in ("textvqa.sh", "mmvet.sh"):
+        log.write_text("")
+        proc = subprocess.run(["bash", str(SCRIPTS / script)], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        calls = log.read_text().splitlines()
+        assert "--compression pdrop" in calls[0] and all("--retention-ratio" not in c for c in calls)
+        assert "/m-pdrop/merge.jsonl" in calls[0]
+
+
 def test_a_driver_runs_a_peer_and_summarize_keeps_option_sets_apart(tiny_ckpt, vqa, tmp_path, capsys):
     from eval_utils import loader_args
 

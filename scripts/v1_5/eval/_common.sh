@@ -6,11 +6,12 @@
 #   METHOD      compression method, or "none" = uncompressed  (globalcom2); any name the drivers'
 #               --compression accepts (globalcom2 fastervlm visionzip hired prumerge prumerge_plus ...),
 #               passed through as is
-#   RATIO       retention ratio R (ignored for METHOD=none)   (0.25)
+#   RATIO       retention ratio R (ignored for METHOD=none)   (0.25); set but empty (RATIO=): no
+#               --retention-ratio, for a method without one (pdrop: its own staged ratios)
 #   DATA        evaluation data root                          (./playground/data/eval)
 #   PYTHON      interpreter                                   (python)
 #   CONV_MODE   conversation template                         (vicuna_v1)
-#   TAG         answers sub-folder name                       ($CKPT-$METHOD-r$RATIO, or $CKPT-none)
+#   TAG         answers sub-folder name                       ($CKPT-$METHOD-r$RATIO, $CKPT-$METHOD, or $CKPT-none)
 #   EXTRA_ARGS  extra generation flags, space-separated (e.g. "--batch-size 4 --max-new-tokens 16"), and
 #               the method's options (e.g. "--merge mean" for visionzip); a run with other options
 #               needs its own TAG (a folder holds one run: a differing config.json is refused)
@@ -27,7 +28,7 @@
 CKPT=${CKPT:-llava-v1.6-vicuna-7b}
 MODEL_PATH=${MODEL_PATH:-liuhaotian/$CKPT}
 METHOD=${METHOD:-globalcom2}
-RATIO=${RATIO:-0.25}
+RATIO=${RATIO-0.25}
 DATA=${DATA:-./playground/data/eval}
 PYTHON=${PYTHON:-python}
 CONV_MODE=${CONV_MODE:-vicuna_v1}
@@ -46,6 +47,10 @@ if [ "$METHOD" = "none" ]; then
     COMPRESSION_ARGS=(--compression none)
     TAG=${TAG:-$CKPT-none}
     SCORE_RATIO=1.0
+elif [ -z "$RATIO" ]; then  # the method's own settings (no retention ratio)
+    COMPRESSION_ARGS=(--compression "$METHOD")
+    TAG=${TAG:-$CKPT-$METHOD}
+    SCORE_RATIO=
 else
     COMPRESSION_ARGS=(--compression "$METHOD" --retention-ratio "$RATIO")
     TAG=${TAG:-$CKPT-$METHOD-r$RATIO}
@@ -105,4 +110,7 @@ _launch() {
 
 # Flags that tell a scorer the run's method / ratio / model explicitly (for scorers whose result
 # file is not next to config.json).
-SCORE_META_ARGS=(--method "$METHOD" --retention-ratio "$SCORE_RATIO" --model-name "$CKPT")
+SCORE_META_ARGS=(--method "$METHOD" --model-name "$CKPT")
+if [ -n "$SCORE_RATIO" ]; then
+    SCORE_META_ARGS+=(--retention-ratio "$SCORE_RATIO")
+fi
