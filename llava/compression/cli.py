@@ -18,9 +18,18 @@ from typing import Any
 
 from . import in_llm  # noqa: F401  (registers the in-LLM methods)
 from .functional import NEWLINE_POLICIES
-from .methods import BUDGETS, COMPRESSORS, CROP_ORDERS, Compressor, GlobalCom2, build_compressor, option_names
+from .methods import (
+    BUDGETS,
+    COMPRESSORS,
+    CROP_ORDERS,
+    Compressor,
+    GlobalCom2,
+    build_compressor,
+    is_pipeline_name,
+    option_names,
+)
 from .peer_functional import MERGES, REGIONS
-from .pipeline import is_pipeline_name, split_name
+from .pipeline import split_name
 from .scoring import SCORE_KINDS
 
 

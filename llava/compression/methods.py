@@ -414,8 +414,13 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
+def is_pipeline_name(name: str) -> bool:
+    """Whether ``name`` names a pipeline ``VISION+LLM`` (:mod:`llava.compression.pipeline`)."""
+    return isinstance(name, str) and "+" in name
+
+
 def option_names(name: str) -> list[str]:
-    if "+" in name:  # a pipeline: vision stage + in-LLM stage
+    if is_pipeline_name(name):  # a pipeline: vision stage + in-LLM stage
         from .pipeline import pipeline_option_names
 
         return pipeline_option_names(name)
@@ -427,7 +432,7 @@ def build_compressor(name: str, **options: Any) -> Compressor:
     raise, listing the valid ones; ``None`` option values fall back to the defaults.
     ``"a+b"`` builds a pipeline of vision method ``a`` then in-LLM method ``b``
     (:mod:`llava.compression.pipeline`)."""
-    if "+" in name:
+    if is_pipeline_name(name):
         from .pipeline import build_pipeline
 
         return build_pipeline(name, **options)

@@ -17,22 +17,15 @@ is refused) and PDrop's ratios apply to what the vision stage kept.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .in_llm import InLLMCompressor
-from .methods import COMPRESSORS, Compressor, _check_ratio
+from .methods import COMPRESSORS, Compressor, _check_ratio, option_names
 
-#: Options the pipeline itself takes (besides its stages').
-PIPELINE_OPTIONS = ("vision_ratio",)
 #: Options that belong to the vision stage when both stages have them (packing of the tokens).
 _VISION_SIDE = ("layout", "crop_order")
-
-
-def is_pipeline_name(name: str) -> bool:
-    return isinstance(name, str) and "+" in name
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -49,15 +42,12 @@ def split_name(name: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
 def pipeline_option_names(name: str) -> list[str]:
     """Every option ``build_compressor(name, ...)`` accepts for pipeline ``name``."""
     v, m = split_name(name)
-    names = _fields(COMPRESSORS[v]) + [f for f in _fields(COMPRESSORS[m]) if f not in _fields(COMPRESSORS[v])]
-    if COMPRESSORS[m].uses_ratio and "retention_ratio" in _fields(COMPRESSORS[v]):
+    v_fields, m_fields = option_names(v), option_names(m)
+    names = v_fields + [f for f in m_fields if f not in v_fields]
+    if COMPRESSORS[m].uses_ratio and "retention_ratio" in v_fields:
         names.append("vision_ratio")
     return names
 
@@ -133,19 +123,13 @@ def build_pipeline(name: str, **options: Any) -> Pipeline:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"{name} does not take option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    v_fields, m_fields = set(_fields(v_cls)), set(_fields(m_cls))
+    v_fields, m_fields = set(option_names(v_name)), set(option_names(m_name))
     v_opts = {k: val for k, val in options.items() if k in v_fields}
     m_opts = {k: val for k, val in options.items() if k in m_fields - v_fields - set(_VISION_SIDE)}
     if m_cls.uses_ratio and "retention_ratio" in v_fields:
-        ratio = options.get("retention_ratio", _default(v_cls, "retention_ratio"))
+        ratio = options.get("retention_ratio", v_cls.__dataclass_fields__["retention_ratio"].default)
         v_opts["retention_ratio"], m_opts["retention_ratio"] = split_budget(ratio, options.get("vision_ratio"))
     elif m_cls.uses_ratio and "retention_ratio" in options:  # a vision stage without a ratio keeps all
         m_opts["retention_ratio"] = options["retention_ratio"]
     return Pipeline(vision=v_cls(**v_opts), llm=m_cls(**m_opts))
 
-
-def _default(cls: type, field: str) -> Any:
-    for f in dataclasses.fields(cls):
-        if f.name == field:
-            return f.default
-    return 1.0

@@ -13,7 +13,8 @@ from typing import Any
 
 from llava.compression import COMPRESSORS, Compressor, build_compressor, option_names
 from llava.compression.cli import option_args, option_value
-from llava.compression.pipeline import is_pipeline_name, split_name
+from llava.compression.methods import is_pipeline_name
+from llava.compression.pipeline import split_name
 
 #: model argument → the method option it sets (the flags' names; ``compression_temperature``
 #: is the flags' alias of ``tau``).
