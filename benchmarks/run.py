@@ -55,7 +55,14 @@ from llava.analysis.efficiency import (
 from llava.compression import build_compressor, option_names
 from llava.compression.cli import method_name
 from llava.compression.in_llm import llm_stage
-from llava.mm_utils import anyres_token_count, load_image, process_images, tokenizer_image_token
+from llava.conversation import default_conv_mode
+from llava.mm_utils import (
+    anyres_token_count,
+    get_model_name_from_path,
+    load_image,
+    process_images,
+    tokenizer_image_token,
+)
 from llava.model import hf_adapter, pruned_stack
 
 from .common import (
@@ -171,11 +178,11 @@ def synthetic_image(size: tuple[int, int]) -> Image.Image:
     return im
 
 
-def build_inputs(model, tokenizer, processor, image: Image.Image, device, dtype):
-    """``(input_ids [1, L], images [1, V, 3, S, S], image_sizes)`` for the vicuna_v1 prompt."""
+def build_inputs(model, tokenizer, processor, image: Image.Image, device, dtype, conv_mode: str = "llava_v1"):
+    """``(input_ids [1, L], images [1, V, 3, S, S], image_sizes)`` for the ``conv_mode`` prompt."""
     from llava.conversation import build_chat_prompt
 
-    prompt = build_chat_prompt(QUERY, model.config, "llava_v1")
+    prompt = build_chat_prompt(QUERY, model.config, conv_mode)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt").unsqueeze(0).to(device)
     images = process_images([image], processor, model.config, device=device, dtype=dtype)
     return input_ids, images, [image.size]
@@ -316,7 +323,9 @@ def run(args) -> dict[str, Any]:
         source = {"profile": args.profile}
     model.eval()
     image = load_image(args.image_file) if args.image_file else synthetic_image(tuple(args.image_size))
-    input_ids, images, sizes = build_inputs(model, tokenizer, processor, image, device, dtype)
+    # a checkpoint's own template (the original run_llava's rule); the built-in profiles are Vicuna-like
+    conv_mode = default_conv_mode(get_model_name_from_path(args.model_path)) if args.model_path else "llava_v1"
+    input_ids, images, sizes = build_inputs(model, tokenizer, processor, image, device, dtype, conv_mode)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     harness = Harness(model, input_ids, images, sizes, args.new_tokens, pad)
     configs = build_configs(args.methods, args.ratios, args.attention_maps_at, model.config.num_hidden_layers)
@@ -387,6 +396,7 @@ def run(args) -> dict[str, Any]:
             "dtype": str(dtype).replace("torch.", ""),
             "image_size": list(image.size),
             "image_file": args.image_file,
+            "conv_mode": conv_mode,
             "visual_tokens_uncompressed": anyres_token_count(image.size, model.config.image_grid_pinpoints),
             "text_tokens": int(input_ids.shape[1]) - 1,
             "query": QUERY,
