@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ctypes.util
 import json
@@ -18,17 +17,10 @@ from typing import Any
 
 import torch
 
+from llava.analysis.efficiency.cli import ratio_arg  # noqa: F401  (the benchmarks' --ratios type)
 from llava.utils import synchronize
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def ratio_arg(text: str) -> float:
-    """argparse type: a retention ratio in (0, 1]."""
-    v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"retention ratios must be in (0, 1], got {v}")
-    return v
 
 
 def resolve_device(name: str) -> torch.device:

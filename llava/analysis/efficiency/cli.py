@@ -39,7 +39,8 @@ def _token_arg(text: str) -> int | tuple[str, int]:
     return (label, value) if sep and label else value
 
 
-def _ratio_arg(text: str) -> float:
+def ratio_arg(text: str) -> float:
+    """argparse type: a retention ratio in (0, 1]."""
     try:
         value = float(text)
     except ValueError as exc:
@@ -102,7 +103,7 @@ def build_parser(compression: bool = False) -> argparse.ArgumentParser:
     )  # fmt: skip
     tok = parser.add_argument_group("tokens")
     tok.add_argument(
-        "--ratios", nargs="+", type=_ratio_arg, default=list(DEFAULT_RATIOS), metavar="R",
+        "--ratios", nargs="+", type=ratio_arg, default=list(DEFAULT_RATIOS), metavar="R",
         help="retention ratios (default: 1 0.75 0.5 0.25 0.1)",
     )  # fmt: skip
     tok.add_argument(

@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llava.analysis.efficiency.formulas import layer_runs, prefill_flops_per_layer, uniform_profile
+from llava.analysis.efficiency.formulas import (
+    layer_runs,
+    prefill_flops,
+    prefill_flops_per_layer,
+    uniform_profile,
+)
 from llava.analysis.efficiency.geometry import LLMGeometry
 
 
@@ -31,8 +36,8 @@ def stage_report(geom: LLMGeometry, text_tokens: int, images: Sequence[Mapping[s
         "tokens": {"uncompressed": full, "vision_stage": after_vision, "per_layer": per_layer},
         "runs": layer_runs(geom, per_layer),
         "tflops": {
-            "uncompressed": prefill_flops_per_layer(geom, uniform_profile(geom, full)) / 1e12,
-            "vision_stage": prefill_flops_per_layer(geom, uniform_profile(geom, after_vision)) / 1e12,
+            "uncompressed": prefill_flops(geom, full) / 1e12,
+            "vision_stage": prefill_flops(geom, after_vision) / 1e12,
             "overall": prefill_flops_per_layer(geom, per_layer) / 1e12,
         },
     }
