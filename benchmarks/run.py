@@ -220,7 +220,7 @@ class Harness:
         compression = model.stage_times.get("compression", 0.0)
         model.record_timings = False
         record = model.last_images[0]
-        plan = hf_adapter._plan(comp, spliced)
+        plan = hf_adapter.llm_plan(comp, spliced)
 
         with attention_mode(cfg.attention):
             t_prefill, out = timed(

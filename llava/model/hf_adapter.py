@@ -76,7 +76,7 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
                     compressor=compressor, image_records=image_records, with_image_ids=True,
                 )
             )
-            llm_pruning = _plan(compressor, spliced) or llm_pruning
+            llm_pruning = llm_plan(compressor, spliced) or llm_pruning
         kwargs.pop("return_dict", None)
         if llm_pruning is not None or is_pruned(cache):
             return self._pruned_forward(llm_pruning, input_ids, attention_mask, position_ids, inputs_embeds, labels,
@@ -119,7 +119,7 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
                 inputs, position_ids, attention_mask, None, None, images, image_sizes=image_sizes, padding_side="left",
                 compressor=compressor, image_records=image_records, too_long="raise", with_image_ids=True,
             )
-            plan = _plan(compressor, spliced)
+            plan = llm_plan(compressor, spliced)
             if plan is not None:
                 kwargs["llm_pruning"] = plan
         else:
@@ -140,7 +140,7 @@ class LlavaCausalLM(LlavaMetaForCausalLM):
             tower.vision_tower.set_attn_implementation(attn)
 
 
-def _plan(compressor, spliced) -> LLMPruning | None:
+def llm_plan(compressor, spliced) -> LLMPruning | None:
     """The in-LLM plan of a spliced batch (``(image_ids, records)``), if ``compressor`` has an
     in-LLM stage."""
     method = llm_stage(compressor)
@@ -150,4 +150,4 @@ def _plan(compressor, spliced) -> LLMPruning | None:
     return LLMPruning(method, image_ids, records)
 
 
-__all__ = ["LlavaCausalLM"]
+__all__ = ["LlavaCausalLM", "llm_plan"]
