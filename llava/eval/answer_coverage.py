@@ -118,9 +118,6 @@ class Tally:
         cov.answered += 1
         return True
 
-    def expects(self, key: Hashable) -> bool:
-        return key in self._left
-
     def finish(self) -> Coverage:
         cov = self.coverage
         cov.missing = [self._show(k) for k in self._order for _ in range(self._left[k])]
@@ -145,3 +142,21 @@ def check_coverage(cov: Coverage, source: str, allow_partial: bool, *, verb: str
             f"answers anyway (the result is then marked partial).")
     log(f"warning: --allow-partial: {verb}s {cov.answered} of {cov.num_questions} questions; the result is "
         f"partial ({'; '.join(problems)})")
+
+
+def usable_answers(
+    records: list[dict], expected: Iterable[Hashable] | None, key: Callable[[dict], Hashable], *, source: str,
+    allow_partial: bool, verb: str = "score", show: Callable[[Any], str] = str,
+) -> tuple[dict[Hashable, dict], Coverage]:
+    """The usable answer record of every expected question (``{key: record}``, in file order)
+    and the file's coverage, checked by :func:`check_coverage`. ``key`` maps a record to its
+    question key; ``expected=None`` expects the keys of the file's non-error records (a scorer
+    without the benchmark's question list)."""
+    keys = [key(r) for r in records]
+    if expected is None:
+        expected = list(dict.fromkeys(k for k, r in zip(keys, records) if not is_error_entry(r)))
+    tally = Tally(expected, show=show)
+    usable = {k: r for k, r in zip(keys, records) if tally.add(k, error=is_error_entry(r))}
+    coverage = tally.finish()
+    check_coverage(coverage, source, allow_partial, verb=verb)
+    return usable, coverage

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import usable_answers
 from llava.eval.scoring_utils import add_coverage_args, dump_json, load_json, load_jsonl, run_cli
 
 
@@ -27,19 +27,10 @@ def default_mmvet_json(dst: str) -> str | None:
 
 
 def convert(src: str, mmvet_json: str | None = None, *, allow_partial: bool = False) -> dict[str, str]:
-    records = load_jsonl(src, "answers file")
-    keys = [sample_key(r.get("question_id")) for r in records]
-    if mmvet_json:
-        expected = list(load_json(mmvet_json, "MM-Vet data file (mm-vet.json)"))
-    else:
-        expected = list(dict.fromkeys(k for k, r in zip(keys, records) if not is_error_entry(r)))
-    tally = Tally(expected)
-    out = {}
-    for key, r in zip(keys, records):
-        if tally.add(key, error=is_error_entry(r)):
-            out[key] = r.get("text")
-    check_coverage(tally.finish(), src, allow_partial, verb="convert")
-    return out
+    expected = list(load_json(mmvet_json, "MM-Vet data file (mm-vet.json)")) if mmvet_json else None
+    usable, _ = usable_answers(load_jsonl(src, "answers file"), expected, lambda r: sample_key(r.get("question_id")),
+                               source=src, allow_partial=allow_partial, verb="convert")
+    return {k: r.get("text") for k, r in usable.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import usable_answers
 from llava.eval.ids import qid_key
 from llava.eval.m4c_evaluator import EvalAIAnswerProcessor
 from llava.eval.scoring_utils import ScorerInputError, add_coverage_args, dump_json, load_jsonl, run_cli
@@ -23,15 +23,12 @@ def convert(annotation_file: str, result_file: str, *, allow_partial: bool = Fal
     for i, q in enumerate(questions, start=1):
         if "image" not in q or "question_id" not in q:
             raise ScorerInputError(f"{annotation_file}: line {i} lacks 'question_id' or 'image'")
-    tally = Tally(qid_key(q["question_id"]) for q in questions)
-    answers = {}
-    for r in load_jsonl(result_file, "result file"):
-        key = qid_key(r.get("question_id"))
-        if tally.add(key, error=is_error_entry(r)):
-            answers[key] = str(r.get("text", ""))
-    check_coverage(tally.finish(), result_file, allow_partial, verb="convert")
+    usable, _ = usable_answers(load_jsonl(result_file, "result file"), [qid_key(q["question_id"]) for q in questions],
+                               lambda r: qid_key(r.get("question_id")), source=result_file,
+                               allow_partial=allow_partial, verb="convert")
     proc = EvalAIAnswerProcessor()
-    return [{"image": q["image"], "answer": proc(answers[k]) if (k := qid_key(q["question_id"])) in answers else ""}
+    return [{"image": q["image"],
+             "answer": proc(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
             for q in questions]
 
 

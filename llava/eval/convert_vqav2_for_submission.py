@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import is_error_entry, usable_answers
 from llava.eval.ids import qid_key
 from llava.eval.m4c_evaluator import EvalAIAnswerProcessor
 from llava.eval.scoring_utils import ScorerInputError, add_coverage_args, dump_json, load_jsonl, run_cli
@@ -46,16 +46,12 @@ def convert(src: str, test_split: str, question_file: str | None = None, *,
     else:
         expected = list(dict.fromkeys(k for r in records if (k := qid_key(r.get("question_id"))) in known
                                       and not is_error_entry(r)))
-    tally = Tally(expected)
-    answers = {}
-    for r in records:
-        key = qid_key(r.get("question_id"))
-        if tally.add(key, error=is_error_entry(r)):
-            answers[key] = str(r.get("text", ""))
-    check_coverage(tally.finish(), src, allow_partial, verb="convert")
+    usable, _ = usable_answers(records, expected, lambda r: qid_key(r.get("question_id")), source=src,
+                               allow_partial=allow_partial, verb="convert")
     proc = EvalAIAnswerProcessor()
     return [{"question_id": q["question_id"],
-             "answer": proc(answers[k]) if (k := qid_key(q["question_id"])) in answers else ""} for q in test]
+             "answer": proc(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
+            for q in test]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ import os
 import re
 import string
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import usable_answers
 from llava.eval.ids import qid_key
 from llava.eval.mmbench_matching import can_infer, parse_choice_lenient
 from llava.eval.scoring_utils import (
@@ -82,15 +82,8 @@ def read_answers(df, result_file: str, *, allow_partial: bool, verb: str = "scor
     rounds = any(int(r.get("round_id") or 0) for r in records)
     rows = {qid_key(i): row for i, row in zip(df["index"], df.to_dict("records"))}
     expected = [(idx, k) for idx, row in rows.items() for k in range(len(choices_of(row)) if rounds else 1)]
-    tally = Tally(expected, show=_show)
-    usable = {}
-    for r in records:
-        key = _answer_key(r)
-        if tally.add(key, error=is_error_entry(r)):
-            usable[key] = r
-    coverage = tally.finish()
-    check_coverage(coverage, result_file, allow_partial, verb=verb)
-    return usable, coverage
+    return usable_answers(records, expected, _answer_key, source=result_file, allow_partial=allow_partial,
+                          verb=verb, show=_show)
 
 
 def _unit_hit(row: dict, rec: dict | None, rnd: int, lenient: bool) -> bool:

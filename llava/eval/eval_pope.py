@@ -27,7 +27,7 @@ import argparse
 import os
 import re
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import usable_answers
 from llava.eval.ids import qid_key
 from llava.eval.scoring_utils import (
     ScorerInputError,
@@ -106,15 +106,13 @@ def evaluate(annotation_dir: str, question_file: str, result_file: str, *, allow
             raise ScorerInputError(f"split '{s}': {count[s]} questions in {question_file} but only {len(labels[s])} "
                                    f"labels in {PREFIX}{s}{SUFFIX}")
 
-    tally = Tally(position)
+    usable, coverage = usable_answers(load_jsonl(result_file, "result file"), position,
+                                      lambda r: qid_key(r.get("question_id")), source=result_file,
+                                      allow_partial=allow_partial)
     answers: dict[str, list[tuple[int, str]]] = {s: [] for s in splits}  # split -> [(position, text)]
-    for r in load_jsonl(result_file, "result file"):
-        key = qid_key(r.get("question_id"))
-        if tally.add(key, error=is_error_entry(r)):
-            split, pos = position[key]
-            answers[split].append((pos, str(r.get("text", ""))))
-    coverage = tally.finish()
-    check_coverage(coverage, result_file, allow_partial)
+    for key, r in usable.items():
+        split, pos = position[key]
+        answers[split].append((pos, str(r.get("text", ""))))
 
     parse = pope_yes_no_lenient if lenient else pope_yes_no
     per_split = {}

@@ -28,7 +28,7 @@ import argparse
 import os
 import re
 
-from llava.eval.answer_coverage import Tally, check_coverage, is_error_entry
+from llava.eval.answer_coverage import usable_answers
 from llava.eval.ids import qid_key
 from llava.eval.scoring_utils import (
     ScorerInputError,
@@ -83,14 +83,9 @@ def evaluate(base_dir: str, result_file: str, split: str = "test", options: list
     if missing:
         raise ScorerInputError(f"problem ids of split '{split}' missing from problems.json: {', '.join(missing[:5])}")
 
-    tally = Tally(pids)
-    preds: dict[str, dict] = {}
-    for r in load_jsonl(result_file, "result file"):
-        key = qid_key(r.get("question_id"))
-        if tally.add(key, error=is_error_entry(r)):
-            preds[key] = r
-    coverage = tally.finish()
-    check_coverage(coverage, result_file, allow_partial)
+    preds, coverage = usable_answers(load_jsonl(result_file, "result file"), pids,
+                                     lambda r: qid_key(r.get("question_id")), source=result_file,
+                                     allow_partial=allow_partial)
 
     parse = sqa_letter_lenient if lenient else sqa_letter
     results: dict[str, list] = {"correct": [], "incorrect": []}
