@@ -7,7 +7,7 @@ the benchmark, questions without an answer) and, by default, refuses (``ScorerIn
 code 2 with a message naming the counts and the first offending ids) a file that
 
 * is empty, or answers none of the benchmark's questions (another benchmark's answers);
-* has error entries (generation failures, see :mod:`llava.eval.common`), duplicates, or ids the
+* has error entries (generation failures, see :mod:`llava.eval.runs`), duplicates, or ids the
   benchmark does not have;
 * leaves questions unanswered.
 

@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from llava.eval.answer_coverage import Tally, check_coverage
+from llava.eval.runs.answers_io import write_atomic
 from llava.eval.scoring_utils import ScorerInputError, add_scorer_args, finish, load_json, run_cli
 
 DEFAULT_MODEL = "gpt-4-0613"
@@ -160,13 +161,11 @@ def _with_retries(request: Request, retries: int, sleep: float) -> Request:
 
 
 def _atomic_json(path: str, obj) -> None:
+    """``obj`` as indented JSON at ``path``, replaced atomically (the grade cache survives a crash)."""
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=4, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=4, ensure_ascii=False))
 
 
 def _round(value: float, places: int = 1) -> float:

@@ -79,16 +79,11 @@ class CompressingLMM(lmms):
     def resolve_dtype(self, dtype: str | None, pretrained: str) -> str:
         """The weights dtype by name, as the drivers' ``--dtype``: default float16 on CUDA and
         float32 elsewhere, ``auto`` = the checkpoint's ``torch_dtype``."""
-        from llava.eval.runs.errors import RunError
-        from llava.eval.runs.flags import resolve_dtype
-        from llava.model.builder import DTYPES
+        from llava.model.builder import DTYPES, run_dtype
 
         if dtype is not None and dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {dtype!r}")
-        try:
-            return str(DTYPES.get(resolve_dtype(dtype, str(self.device), pretrained), dtype)).removeprefix("torch.")
-        except RunError as e:
-            raise ValueError(str(e).replace("--dtype", "dtype=")) from None
+        return str(DTYPES.get(run_dtype(dtype, str(self.device), pretrained), dtype)).removeprefix("torch.")
 
     @property
     def device(self) -> torch.device:

@@ -53,6 +53,28 @@ def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPES[key]
 
 
+def run_dtype(dtype: str | None, device: str, model_path: str, flag: str = "dtype") -> str:
+    """The weights dtype a run uses, by name: ``dtype``; ``auto`` = the checkpoint's
+    ``torch_dtype``; by default float16 on CUDA (as the original scripts) and float32 elsewhere.
+    A checkpoint whose dtype cannot be read is a ValueError starting with ``"<flag> auto: "``."""
+    if dtype is None:
+        return "float16" if device.startswith("cuda") else "float32"
+    if dtype != "auto":
+        return dtype
+    config = os.path.join(model_path, "config.json")
+    try:
+        with open(config, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{flag} auto: cannot read {config} ({e})") from None
+    value = raw.get("torch_dtype", raw.get("dtype")) if isinstance(raw, dict) else None
+    name = str(value).removeprefix("torch.")
+    if name not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"{flag} auto: {config} has torch_dtype {value!r}, not one of float32, float16, bfloat16; "
+                         f"pass {flag} explicitly")
+    return name
+
+
 def _check_config_dtype(raw: dict, config_file: str) -> None:
     for key in ("torch_dtype", "dtype"):
         value = raw.get(key)

@@ -4,7 +4,6 @@ flag is a one-line error before the question file is even read."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 
@@ -88,37 +87,31 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def resolve_device(device: str | None, local_rank: int = 0, world: int = 1) -> str:
-    """``--device`` as a torch device string; ``cuda`` without CUDA is an error, not a fall-back."""
+    """``--device`` as a torch device string; a device this machine does not have (``cuda``
+    without CUDA) is an error, not a fall-back (:func:`llava.model.builder.check_device`)."""
     import torch
+
+    from llava.model.builder import check_device
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {device} asked for, but CUDA is not available (use --device cpu)")
+    try:
+        check_device(device)
+    except ValueError as e:
+        raise RunError(f"--device {device}: {e}") from None
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     return device
 
 
 def resolve_dtype(dtype: str | None, device: str, model_path: str) -> str:
-    """The weights dtype a run uses, by name: ``--dtype``; ``auto`` = the checkpoint's
-    ``torch_dtype``; by default float16 on CUDA (as the original scripts) and float32 elsewhere."""
-    if dtype is None:
-        return "float16" if device.startswith("cuda") else "float32"
-    if dtype != "auto":
-        return dtype
-    config = os.path.join(model_path, "config.json")
+    """``--dtype`` resolved by :func:`llava.model.builder.run_dtype` (``auto``: the checkpoint's)."""
+    from llava.model.builder import run_dtype
+
     try:
-        with open(config, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise RunError(f"--dtype auto: cannot read {config} ({e})") from None
-    value = raw.get("torch_dtype", raw.get("dtype")) if isinstance(raw, dict) else None
-    name = str(value).removeprefix("torch.")
-    if name not in DTYPES[1:]:
-        raise RunError(f"--dtype auto: {config} has torch_dtype {value!r}, not one of {', '.join(DTYPES[1:])}; "
-                       "pass --dtype explicitly")
-    return name
+        return run_dtype(dtype, device, model_path, flag="--dtype")
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
 
 __all__ = ["DTYPES", "build_parser", "check_args", "resolve_device", "resolve_dtype", "same_path"]

@@ -49,7 +49,6 @@ class Generator:
         self.args, self.model_name = args, model_name
         self.tokenizer, self.model, self.image_processor = tokenizer, model, image_processor
         self.compression = compression_config(model.compressor)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.unk_token_id or 0)
         self._failures = 0
 
     def load_image(self, item: Item):
@@ -134,8 +133,7 @@ class Generator:
         answers = generate_answers(
             self.model, self.tokenizer, self.image_processor, [it.message for it in items],
             [[im] if im is not None else [] for im in images], conv_mode=a.conv_mode,
-            max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, num_beams=a.num_beams,
-            pad_id=self.pad_id)
+            max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, num_beams=a.num_beams)
         return [(ans.text, ans.images[0] if ans.images else None) for ans in answers]
 
     def answer_record(self, item: Item, text: str, info: dict | None) -> dict:
