@@ -14,7 +14,7 @@ import argparse
 
 from llava.eval.answer_coverage import usable_answers
 from llava.eval.ids import qid_key
-from llava.eval.m4c_evaluator import EvalAIAnswerProcessor
+from llava.eval.m4c_evaluator import normalize_answer
 from llava.eval.scoring_utils import ScorerInputError, add_coverage_args, dump_json, load_jsonl, run_cli
 
 
@@ -26,9 +26,8 @@ def convert(annotation_file: str, result_file: str, *, allow_partial: bool = Fal
     usable, _ = usable_answers(load_jsonl(result_file, "result file"), [qid_key(q["question_id"]) for q in questions],
                                lambda r: qid_key(r.get("question_id")), source=result_file,
                                allow_partial=allow_partial, verb="convert")
-    proc = EvalAIAnswerProcessor()
     return [{"image": q["image"],
-             "answer": proc(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
+             "answer": normalize_answer(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
             for q in questions]
 
 

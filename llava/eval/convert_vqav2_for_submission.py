@@ -23,7 +23,7 @@ import os
 
 from llava.eval.answer_coverage import is_error_entry, usable_answers
 from llava.eval.ids import qid_key
-from llava.eval.m4c_evaluator import EvalAIAnswerProcessor
+from llava.eval.m4c_evaluator import normalize_answer
 from llava.eval.scoring_utils import ScorerInputError, add_coverage_args, dump_json, load_jsonl, run_cli
 
 TEST_SPLIT = "llava_vqav2_mscoco_test2015.jsonl"
@@ -48,9 +48,8 @@ def convert(src: str, test_split: str, question_file: str | None = None, *,
                                       and not is_error_entry(r)))
     usable, _ = usable_answers(records, expected, lambda r: qid_key(r.get("question_id")), source=src,
                                allow_partial=allow_partial, verb="convert")
-    proc = EvalAIAnswerProcessor()
     return [{"question_id": q["question_id"],
-             "answer": proc(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
+             "answer": normalize_answer(str(usable[k].get("text", ""))) if (k := qid_key(q["question_id"])) in usable else ""}
             for q in test]
 
 
