@@ -22,6 +22,7 @@ from llava.analysis.efficiency.formulas import profile_runs
 from llava.analysis.efficiency.tables import runs_text
 from llava.compression.cli import add_compression_args, compressor_from_args
 from llava.conversation import build_chat_prompt, conv_templates, default_conv_mode
+from llava.eval.runs.flags import add_sampling_args
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
 from llava.model.builder import DTYPES, load_pretrained_model
 from llava.utils import input_device, synchronize
@@ -160,10 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_generation_args(ap: argparse.ArgumentParser, *, temperature: float, max_new_tokens: int, stats: str) -> None:
     """The sampling, device, dtype and ``--stats`` flags of the one-shot CLIs (run_llava,
     run_video); ``stats`` says what ``--stats`` prints."""
-    ap.add_argument("--temperature", type=float, default=temperature)
-    ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
+    add_sampling_args(ap, temperature=temperature, max_new_tokens=max_new_tokens)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cuda (every visible GPU, device_map=auto), cuda:N, cpu or mps; a missing device is an error")
     ap.add_argument("--dtype", default=None, choices=sorted(DTYPES),

@@ -14,6 +14,15 @@ from .errors import RunError
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
+def add_sampling_args(ap: argparse.ArgumentParser, *, temperature: float, max_new_tokens: int) -> None:
+    """``--temperature`` (0 = greedy), ``--top-p``, ``--num-beams``, ``--max-new-tokens``, with
+    the original scripts' underscore spellings too — for the drivers and the one-shot CLIs."""
+    ap.add_argument("--temperature", type=float, default=temperature, help=f"0 = greedy (default {temperature})")
+    ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
+    ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
+    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
+
+
 def build_parser(description: str | None, *, max_new_tokens: int = 128) -> argparse.ArgumentParser:
     """The flags every driver takes (the original LLaVA eval scripts' names) + compression."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,10 +34,7 @@ def build_parser(description: str | None, *, max_new_tokens: int = 128) -> argpa
     ap.add_argument("--image-folder", default="", help="folder the question file's image paths are relative to")
     ap.add_argument("--answers-file", required=True)
     ap.add_argument("--conv-mode", default="vicuna_v1")
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    ap.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
+    add_sampling_args(ap, temperature=0.0, max_new_tokens=max_new_tokens)
     ap.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
                     help="questions per generate call (left-padded; same answers as 1)")
     ap.add_argument("--num-chunks", "--num_chunks", dest="num_chunks", type=int, default=1)
