@@ -43,6 +43,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from llava.utils import read_json
+
 # (regex on original names, replacement in the llava-hf layout)
 ORIGINAL_TO_HF: list[tuple[str, str]] = [
     (r"^model\.vision_tower\.vision_tower\.", "vision_tower."),
@@ -225,11 +227,6 @@ def _resize_rows(w: torch.Tensor, rows: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- small files
 
 
-def _read(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _write(path: str, obj: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -248,7 +245,7 @@ def _stashed(src: str, fmt: str) -> str | None:
     """``src/conversion_source`` when it holds a checkpoint of format ``fmt``."""
     folder = os.path.join(src, STASH)
     marker = os.path.join(folder, "conversion.json")
-    if os.path.isfile(marker) and _read(marker).get("format") == fmt:
+    if os.path.isfile(marker) and read_json(marker).get("format") == fmt:
         return folder
     return None
 
@@ -314,11 +311,11 @@ def original_to_hf(src: str, dst: str, vision_tower_path: str | None = None,
     from llava.model.language_model.llava_llama import LlavaConfig
     from llava.model.multimodal_encoder.builder import resolve_vision_config, vision_config_dict
 
-    raw = _read(os.path.join(src, "config.json"))
+    raw = read_json(os.path.join(src, "config.json"))
     os.makedirs(dst, exist_ok=True)
     back = _stashed(src, "hf")
     if back is not None:  # the way back from to-original: restore the llava-hf files verbatim
-        rows = _read(os.path.join(back, "config.json"))["text_config"]["vocab_size"]
+        rows = read_json(os.path.join(back, "config.json"))["text_config"]["vocab_size"]
         writer = _convert_weights(src, dst, _to_hf_name, EMBEDDINGS["hf"], rows, max_shard_bytes)
         _copy_small_files(back, dst)
         _stash(src, dst, "original")
@@ -365,7 +362,7 @@ def _to_hf_name(key: str) -> str | None:
 
 def _read_tokenizer_config(folder: str) -> dict:
     path = os.path.join(folder, "tokenizer_config.json")
-    return _read(path) if os.path.isfile(path) else {}
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 # ----------------------------------------------------------------------------- hf → original
@@ -425,7 +422,7 @@ def hf_to_original(src: str, dst: str, max_shard_bytes: int = 2 * 1024**3) -> Sh
 
     from llava.model.multimodal_encoder.builder import default_processor_settings, vision_config_dict
 
-    hf = _read(os.path.join(src, "config.json"))
+    hf = read_json(os.path.join(src, "config.json"))
     os.makedirs(dst, exist_ok=True)
 
     def name_map(k: str) -> str | None:
@@ -433,7 +430,7 @@ def hf_to_original(src: str, dst: str, max_shard_bytes: int = 2 * 1024**3) -> Sh
 
     back = _stashed(src, "original")
     if back is not None:  # the way back from to-hf: restore the original files verbatim
-        rows = _read(os.path.join(back, "config.json"))["vocab_size"]
+        rows = read_json(os.path.join(back, "config.json"))["vocab_size"]
         writer = _convert_weights(src, dst, name_map, EMBEDDINGS["original"], rows, max_shard_bytes)
         _copy_small_files(back, dst)
         _stash(src, dst, "hf")
@@ -451,7 +448,7 @@ def hf_to_original(src: str, dst: str, max_shard_bytes: int = 2 * 1024**3) -> Sh
         proc = default_processor_settings(vision.image_size)
         proc_src = os.path.join(src, "preprocessor_config.json")
         if os.path.isfile(proc_src):
-            given = _read(proc_src)
+            given = read_json(proc_src)
             proc.update({k: given[k] for k in ("image_mean", "image_std", "size", "crop_size") if k in given})
         _write(os.path.join(dst, "clip_vision_tower", "preprocessor_config.json"), proc)
     _write(os.path.join(dst, "config.json"), raw)

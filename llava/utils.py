@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import torch
+
+
+def read_json(path: str) -> Any:
+    """A JSON file of a checkpoint or run; unreadable or malformed is a ValueError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"cannot read {path}: {e}") from None
 
 
 def synchronize(device: torch.device | str) -> None:

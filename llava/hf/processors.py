@@ -11,24 +11,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 from typing import Any
+
+from llava.utils import read_json
 
 # model_type → processor class, for folders whose processor config does not name it.
 _PROCESSOR_CLASSES = {"llava_next": "LlavaNextProcessor", "llava_onevision": "LlavaOnevisionProcessor",
                       "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 # Families whose processor takes ``videos=``.
 _VIDEO_CLASSES = ("LlavaOnevisionProcessor", "Qwen2VLProcessor", "Qwen2_5_VLProcessor")
-
-
-def read_json(path: str) -> dict:
-    """A checkpoint's JSON file; unreadable or malformed is a ValueError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
 
 
 @functools.cache

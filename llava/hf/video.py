@@ -42,7 +42,7 @@ from transformers.video_utils import (
     make_batched_videos,
 )
 
-from .processors import read_json
+from llava.utils import read_json
 
 FAMILIES = ("onevision", "qwen2_vl")
 _BICUBIC = 3  # PIL.Image.BICUBIC, the resample of both families' video processors

@@ -8,7 +8,6 @@ weights, ``model.mm_projector.*``, ``model.image_newline``, the fine-tuned CLIP 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import warnings
@@ -17,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llava.compression import Compressor, build_compressor
+from llava.utils import read_json
 
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from .language_model.llava_mistral import LlavaMistralConfig, LlavaMistralForCausalLM
@@ -63,10 +63,9 @@ def run_dtype(dtype: str | None, device: str, model_path: str, flag: str = "dtyp
         return dtype
     config = os.path.join(model_path, "config.json")
     try:
-        with open(config, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{flag} auto: cannot read {config} ({e})") from None
+        raw = read_json(config)
+    except ValueError as e:
+        raise ValueError(f"{flag} auto: {e}") from None
     value = raw.get("torch_dtype", raw.get("dtype")) if isinstance(raw, dict) else None
     name = str(value).removeprefix("torch.")
     if name not in ("float32", "float16", "bfloat16"):
@@ -101,11 +100,7 @@ def check_device(device: str) -> torch.device:
 
 def _read_config(model_path: str) -> dict:
     config_file = os.path.join(model_path, "config.json")
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+    raw = read_json(config_file)
     if not isinstance(raw, dict):
         raise ValueError(f"{config_file}: expected a JSON object")
     _check_config_dtype(raw, config_file)

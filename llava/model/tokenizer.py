@@ -20,11 +20,12 @@ one ``▁`` — one token fewer than the original. :func:`load_tokenizer` theref
 
 from __future__ import annotations
 
-import json
 import os
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+
+from llava.utils import read_json
 
 SPIECE_UNDERLINE = "▁"
 
@@ -73,13 +74,8 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    """A tokenizer settings file, ``{}`` when the checkpoint has none."""
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def _token_str(value) -> str | None:
