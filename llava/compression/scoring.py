@@ -13,7 +13,7 @@ more layers with those keys (:class:`TowerScores`) for the vision-stage peers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -183,7 +183,17 @@ def tower_scores(layers: Sequence[nn.Module], hidden_at: Callable[[int], torch.T
     """:class:`TowerScores` for ``request`` from CLIP encoder ``layers``; ``hidden_at(i)`` is the
     hidden state entering layer ``i`` ``[V, 1+N, C]``. Only [CLS] rows and keys are computed —
     never an attention map — so the tower runs on whatever attention kernel it has."""
+    wanted, part = tower_score_parts(layers, request)
+    return join_tower_scores({i: part(i, hidden_at(i)) for i in dict.fromkeys(wanted)}, wanted)
+
+
+def tower_score_parts(layers: Sequence[nn.Module], request) -> tuple[tuple[int, ...], Callable[[int, torch.Tensor], Any]]:
+    """The encoder layers ``request`` reads (scoring layer first) and ``part(i, hidden_i)``,
+    which scores layer ``i`` (with the keys at the scoring layer): for a tower that hands each
+    wanted layer's input to a tap while it runs, and for :func:`tower_scores`."""
     wanted = request_layers(request, len(layers))
-    parts = {i: layer_tower_scores(layers[i], hidden_at(i), request.kind, request.keys if i == wanted[0] else None)
-             for i in dict.fromkeys(wanted)}
-    return join_tower_scores(parts, wanted)
+
+    def part(i: int, hidden: torch.Tensor):
+        return layer_tower_scores(layers[i], hidden, request.kind, request.keys if i == wanted[0] else None)
+
+    return wanted, part

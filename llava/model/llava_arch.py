@@ -38,9 +38,8 @@ from llava.compression.in_llm import llm_stage
 from llava.compression.scoring import (
     cls_attention_scores,
     join_tower_scores,
-    layer_tower_scores,
     neg_cos_scores,
-    request_layers,
+    tower_score_parts,
     wants_tower_scores,
 )
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -153,13 +152,7 @@ class LlavaMetaForCausalLM:
         if score_request is None:
             return tower(images), None
         if wants_tower_scores(score_request):  # several layers, each scored while the tower runs
-            layers = tower.vision_tower.encoder.layers
-            wanted = request_layers(score_request, len(layers))
-            kind, keys = score_request.kind, score_request.keys
-
-            def part(i: int, h: torch.Tensor):
-                return layer_tower_scores(layers[i], h, kind, keys if i == wanted[0] else None)
-
+            wanted, part = tower_score_parts(tower.vision_tower.encoder.layers, score_request)
             feats, parts = tower(images, tap=(wanted, part))
             return feats, join_tower_scores(parts, wanted)
         if score_request.kind == "neg_cos":
