@@ -55,7 +55,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     """Open an image from a path, a ``data:``/base64 string or bytes, as RGB.
 
-    Raises :class:`ImageLoadError` naming the file when it is missing or cannot be decoded.
+    Raises :class:`ImageLoadError` naming the file when it is missing, cannot be decoded, or is
+    a decompression bomb by PIL's limit.
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
@@ -81,6 +82,8 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
             ImageFile.LOAD_TRUNCATED_IMAGES = prev
     except ImageLoadError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # not OSErrors
+        raise ImageLoadError(f"image {name} refused: {e}") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageLoadError(f"cannot read image {name}: {e}") from e
 

@@ -322,3 +322,14 @@ def _copy_to(module, dtype):
     import copy
 
     return copy.deepcopy(module).to(dtype)
+
+
+def test_a_decompression_bomb_is_an_image_load_error(tmp_path):
+    """load_image (run_llava, the lmms-eval tasks, the drivers) refuses it naming the file."""
+    from eval_utils import bomb_png
+
+    from llava.mm_utils import ImageLoadError, load_image
+
+    bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(ImageLoadError, match=r"image .*bomb\.png refused: .*decompression bomb"):
+        load_image(str(tmp_path / "bomb.png"))
